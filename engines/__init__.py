@@ -1,0 +1,4 @@
+"""Models: the store, converters, the fused multi-task net and inference backends.
+
+`engines` never imports `pipeline`.
+"""

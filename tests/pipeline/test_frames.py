@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from pipeline.frames import UNTRACKED, FaceBatch, Frame
+from tests.builders import make_batch
+
+
+def test_empty_batch_keeps_time():
+    b = FaceBatch.empty(12, 0.4, (640, 360))
+    assert len(b) == 0 and b.frame_index == 12 and b.time_s == 0.4
+    assert b.landmarks.shape == (0, 5, 2) and b.select(np.zeros(0, bool)).frame_index == 12
+
+
+def test_from_boxes_fills_unknowns():
+    b = FaceBatch.from_boxes(0, 0.0, [[0, 0, 10, 20]])
+    assert b.scores.tolist() == [1.0] and np.isnan(b.landmarks).all() and b.track_ids.tolist() == [UNTRACKED]
+    assert b.wh.tolist() == [[10, 20]] and b.centers.tolist() == [[5, 10]]
+
+
+def test_arrays_are_read_only_and_callers_arrays_untouched():
+    boxes = np.array([[0, 0, 10, 10]], np.float32)
+    b = FaceBatch.from_boxes(0, 0.0, boxes)
+    assert boxes.flags.writeable
+    with pytest.raises(ValueError):
+        b.xyxy[0, 0] = 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scores": np.ones(2)}, "scores has 2 rows"),
+        ({"landmarks": np.zeros((1, 4, 2))}, "landmarks rows must have shape"),
+        ({"track_ids": np.zeros(3)}, "track_ids has 3 rows"),
+        ({"xyxy": [[10, 0, 0, 10]]}, "x2 >= x1"),
+        ({"outputs": {"emotion": np.zeros((2, 7))}}, "outputs['emotion'] has 2 rows"),
+    ],
+)
+def test_validation_rejects_ragged_rows(kwargs, message):
+    base = dict(
+        frame_index=0, time_s=0.0, xyxy=[[0, 0, 10, 10]], scores=[1.0],
+        landmarks=np.zeros((1, 5, 2)), track_ids=[1],
+    )
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        FaceBatch(**{**base, **kwargs})
+
+
+def test_select_and_with_outputs_return_new_batches():
+    b = make_batch([[0, 0, 10, 10], [20, 20, 40, 40]], track_ids=[3, 4]).with_outputs(gender=np.array([0.1, 0.9]))
+    s = b.select(b.track_ids == 4)
+    assert s.track_ids.tolist() == [4] and s.outputs["gender"].tolist() == pytest.approx([0.9])
+    assert len(b) == 2 and "gender" in b.outputs
+
+
+def test_frame_rejects_non_bgr():
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        Frame(0, 0.0, np.zeros((4, 4), np.uint8))
