@@ -15,8 +15,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""FER2013 emotion names in the models' output order."""
+from engines.registry import FER2013_EMOTIONS as EMOTIONS  # one list of names for both packages
+
 
 UNTRACKED = -1
 """Track id of a face no tracker has claimed yet."""
