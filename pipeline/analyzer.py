@@ -1,0 +1,92 @@
+"""The stateful middle of the pipeline: detect -> track -> align -> infer -> aggregate.
+
+One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful). `process(frames)` takes a
+short run of consecutive frames and makes ONE inference call for all of their faces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.frames import FaceBatch, Frame
+from pipeline.timing import StageTimer
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    detector: str = "yunet"
+    detect_every: int = 1
+    heads: tuple[str, ...] = ("emotion", "gender")
+    quality: str = "fast"
+    backend: str = "onnxruntime"
+    models_dir: str | None = None
+    smoothing_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+
+
+class FaceAnalyzer:
+    """Owns the detector, tracker, network and aggregator; turns frames into annotated FaceBatches."""
+
+    def __init__(self, config: AnalyzerConfig, store=None, timer: StageTimer | None = None) -> None:
+        from engines.multitask import MultiTaskNet, NetConfig
+        from engines.store import ModelStore
+        from pipeline.aggregate import Aggregator
+        from pipeline.detect import create_detector
+        from pipeline.track import Tracker
+
+        self.config = config
+        self.store = store or ModelStore(mirror_dir=config.models_dir)
+        self.timer = timer or StageTimer()
+        self.detector = create_detector(config.detector, self.store)
+        self.tracker = Tracker()
+        self.net = MultiTaskNet(
+            NetConfig(heads=config.heads, quality=config.quality), self.store, config.backend
+        )
+        self.aggregator = Aggregator(smoothing_s=config.smoothing_s)
+        self._frames_seen = 0
+
+    def locate(self, frame: Frame) -> FaceBatch:
+        """Detect (every Nth frame) or predict, then track: boxes with stable ids for one frame."""
+        detect_now = self._frames_seen % self.config.detect_every == 0
+        self._frames_seen += 1
+        if detect_now:
+            with self.timer("detect"):
+                found = self.detector.detect(frame)
+            with self.timer("track"):
+                return self.tracker.update(found)
+        with self.timer("track"):
+            return self.tracker.predict(frame.index, frame.time_s, frame.wh)
+
+    def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
+        """Crop every face of every frame, run the network once, split the outputs back per frame."""
+        from pipeline.align import crop_faces
+
+        with self.timer("align"):
+            crops = [
+                crop_faces(f.image_bgr, b, self.net.crop_size, self.net.crop_scale)
+                for f, b in zip(frames, batches, strict=True)
+            ]
+        with self.timer("infer"):
+            outputs = self.net.infer(np.concatenate(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8))
+        bounds = np.cumsum([0, *(len(b) for b in batches)])
+        return [
+            b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
+            for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
+        ]
+
+    def aggregate(self, batch: FaceBatch) -> FaceBatch:
+        with self.timer("aggregate"):
+            return self.aggregator.update(batch)
+
+    def process(self, frames: list[Frame]) -> list[FaceBatch]:
+        """Locate faces frame by frame (tracking is sequential), infer them together, aggregate in order."""
+        located = [self.locate(f) for f in frames]
+        return [self.aggregate(b) for b in self.infer(frames, located)]
+
+    def close(self) -> None:
+        self.detector.close()

@@ -1,0 +1,79 @@
+"""Overlay drawing: box, track id, top emotion with a probability bar, gender and age.
+
+`Renderer.annotate(image_bgr, batch)` returns a new image; the input is never drawn on.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.frames import EMOTIONS, FaceBatch
+
+# One colour per emotion (BGR), so the bar and box say the emotion at a glance.
+EMOTION_COLORS_BGR: dict[str, tuple[int, int, int]] = {
+    "angry": (40, 40, 220),
+    "disgust": (40, 140, 60),
+    "fear": (160, 60, 160),
+    "happy": (40, 200, 250),
+    "sad": (200, 120, 40),
+    "surprise": (240, 200, 60),
+    "neutral": (190, 190, 190),
+}
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def face_label(batch: FaceBatch, i: int) -> tuple[str, str, float]:
+    """(text, emotion name, probability) for face i: '#id happy 87% man 31y'."""
+    probs = batch.outputs.get("emotion_smooth", batch.outputs.get("emotion"))
+    parts = [f"#{batch.track_ids[i]}"] if batch.track_ids[i] >= 0 else []
+    name, p = "", 0.0
+    if probs is not None:
+        k = int(np.argmax(probs[i]))
+        name, p = EMOTIONS[k], float(probs[i, k])
+        parts.append(f"{name} {p:.0%}")
+    if "gender" in batch.outputs:
+        parts.append("man" if batch.outputs["gender"][i] >= 0.5 else "woman")
+    if "age" in batch.outputs:
+        parts.append(f"{batch.outputs['age'][i]:.0f}y")
+    return " ".join(parts), name, p
+
+
+class Renderer:
+    """Draws every face of a batch onto a copy of the frame."""
+
+    def __init__(self, thickness: int | None = None, show_landmarks: bool = False) -> None:
+        self.thickness = thickness
+        self.show_landmarks = show_landmarks
+
+    def annotate(self, image_bgr: np.ndarray, batch: FaceBatch) -> np.ndarray:
+        out = image_bgr.copy()
+        scale = max(out.shape[:2]) / 1000.0
+        thick = self.thickness or max(1, round(2 * scale))
+        for i in range(len(batch)):
+            self._draw_face(out, batch, i, scale, thick)
+        return out
+
+    def _draw_face(self, img: np.ndarray, batch: FaceBatch, i: int, scale: float, thick: int) -> None:
+        x1, y1, x2, y2 = (int(round(v)) for v in batch.xyxy[i])
+        text, name, p = face_label(batch, i)
+        color = EMOTION_COLORS_BGR.get(name, (0, 220, 0))
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        font_scale = max(0.35, 0.55 * scale)
+        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
+        ty = y1 - 4 if y1 - th - base - 8 >= 0 else y2 + th + 4
+        cv2.rectangle(img, (x1, ty - th - 3), (x1 + tw + 4, ty + base), (0, 0, 0), -1)
+        cv2.putText(img, text, (x1 + 2, ty), _FONT, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+        if name:
+            _probability_bar(img, (x1, y2 + 2 if ty < y2 else y2 - 8), x2 - x1, p, color, thick)
+        if self.show_landmarks and np.isfinite(batch.landmarks[i]).all():
+            for x, y in batch.landmarks[i]:
+                cv2.circle(img, (int(x), int(y)), thick + 1, (0, 255, 255), -1)
+
+
+def _probability_bar(img, xy: tuple[int, int], width: int, p: float, color, thick: int) -> None:
+    """A bar under the box whose filled part is the top emotion's probability."""
+    x, y = xy
+    h = max(4, 3 * thick)
+    cv2.rectangle(img, (x, y), (x + width, y + h), (40, 40, 40), -1)
+    cv2.rectangle(img, (x, y), (x + int(round(width * p)), y + h), color, -1)

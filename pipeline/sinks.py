@@ -1,0 +1,213 @@
+"""Output writers: faces.jsonl, tracks.csv, summary.json, annotated.mp4, timeline.png.
+
+Everything is written so that an interrupted run leaves valid files: JSONL lines are written whole and
+flushed per frame; the MP4 is fragmented (a playable prefix survives even a hard kill); CSV and JSON are
+written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from pipeline.errors import OutputError
+from pipeline.frames import EMOTIONS, FaceBatch
+
+OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png")
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    """Create `out_dir`; refuse to mix with an earlier run's outputs unless `overwrite`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder")
+    earlier = [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+    if earlier and not overwrite:
+        raise OutputError(
+            f"--out {out_dir} already holds {', '.join(earlier)} from an earlier run; "
+            "choose another folder or pass --overwrite"
+        )
+    for name in earlier:
+        (out_dir / name).unlink()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    return out_dir
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def face_records(batch: FaceBatch) -> list[dict]:
+    """One JSON-ready dict per face: frame, time, track, box, score, emotions, gender, age."""
+    out = batch.outputs
+    rows = []
+    for i in range(len(batch)):
+        r = {
+            "frame": batch.frame_index,
+            "time_s": round(batch.time_s, 4),
+            "track_id": int(batch.track_ids[i]),
+            "xyxy": [round(float(v), 1) for v in batch.xyxy[i]],
+            "score": round(float(batch.scores[i]), 4),
+            "detected": batch.detected,
+        }
+        if "emotion" in out:
+            probs = out["emotion"][i]
+            k = int(np.argmax(probs))
+            r["emotion"] = {name: round(float(p), 4) for name, p in zip(EMOTIONS, probs, strict=True)}
+            r["top_emotion"], r["top_p"] = EMOTIONS[k], round(float(probs[k]), 4)
+        if "emotion_smooth" in out:
+            r["top_emotion_smooth"] = EMOTIONS[int(np.argmax(out["emotion_smooth"][i]))]
+        if "gender" in out:
+            p_man = float(out["gender"][i])
+            r["gender"], r["p_man"] = ("man" if p_man >= 0.5 else "woman"), round(p_man, 4)
+        if "age" in out:
+            r["age"] = round(float(out["age"][i]), 1)
+        rows.append(r)
+    return rows
+
+
+class JsonlSink:
+    """faces.jsonl: one object per face per processed frame, flushed after every frame."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._f: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.lines = 0
+
+    def write(self, batch: FaceBatch) -> None:
+        if self._f is None or not len(batch):
+            return
+        rows = face_records(batch)
+        self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+        self._f.flush()
+        self.lines += len(rows)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def write_tracks_csv(path: Path, summaries: list) -> None:
+    """tracks.csv: one row per track (from `Aggregator.track_summaries()`), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        [
+            "track_id",
+            "first_frame",
+            "last_frame",
+            "first_time_s",
+            "last_time_s",
+            "frames_seen",
+            *[f"mean_{e}" for e in EMOTIONS],
+            "dominant_emotion",
+            "gender",
+            "mean_p_man",
+            "mean_age",
+        ]
+    )
+    for s in summaries:
+        w.writerow(
+            [
+                s.track_id,
+                s.first_frame,
+                s.last_frame,
+                f"{s.first_time_s:.4f}",
+                f"{s.last_time_s:.4f}",
+                s.frames_seen,
+                *[f"{p:.4f}" for p in s.mean_emotion],
+                s.dominant_emotion,
+                s.gender or "",
+                _fmt(s.mean_gender),
+                _fmt(s.mean_age, 1),
+            ]
+        )
+    write_atomic(Path(path), buf.getvalue())
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(Path(path), json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class VideoSink:
+    """annotated.mp4 through PyAV/libx264, keeping each frame's own presentation time (VFR-safe).
+
+    Fragmented MP4 so the file stays playable up to the last fragment even if the process dies.
+    """
+
+    TIME_BASE = Fraction(1, 90000)
+
+    def __init__(self, path: Path, wh: tuple[int, int], fps: float, preset: str = "ultrafast") -> None:
+        import av
+
+        self.path = Path(path)
+        self.wh = (wh[0] + wh[0] % 2, wh[1] + wh[1] % 2)  # yuv420p needs even sides
+        self._container = av.open(str(self.path), "w", options={"movflags": "frag_keyframe+empty_moov"})
+        rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = self.wh
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.codec_context.time_base = self.TIME_BASE
+        self._stream.time_base = self.TIME_BASE
+        self._stream.options = {"preset": preset, "crf": "23"}
+        self._last_pts = -1
+        self.frames = 0
+
+    def write(self, image_bgr: np.ndarray, time_s: float) -> None:
+        import av
+
+        img = _pad_even(image_bgr, self.wh)
+        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+        pts = max(round(time_s / self.TIME_BASE), self._last_pts + 1)  # strictly increasing
+        frame.pts, frame.time_base, self._last_pts = pts, self.TIME_BASE, pts
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+
+def _pad_even(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    h, w = img.shape[:2]
+    if (w, h) == wh:
+        return img
+    import cv2
+
+    if (w + w % 2, h + h % 2) != wh:  # resolution changed mid-stream: fit the first frame's size
+        return cv2.resize(img, wh, interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(img, 0, wh[1] - h, 0, wh[0] - w, cv2.BORDER_REPLICATE)
