@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engines.errors import ModelStoreError
+
 FER2013_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 emotion names in the models' output order."""
 
@@ -81,7 +83,8 @@ MODELS: dict[str, ModelSpec] = {
             for task, data, folder, sha in [
                 ("age", "imdb", "imdb", "f51ac230a68bafdcd9699160f01e4d67a78232419ebcfae8622e0638e6dd4ca3"),
                 ("age", "wiki", "wiki", "f8b677f1a61fcf1233de0bd942f3172b1397fcbfe0f2784220154af1faf833e0"),
-                ("age", "morph2", "morph2", "0ad001c42cc2425ffaebd7d374983eba5c89e4f695ab10431c4c95573dc69f4d"),
+                ("age", "morph2", "morph2",
+                 "0ad001c42cc2425ffaebd7d374983eba5c89e4f695ab10431c4c95573dc69f4d"),
                 ("gender", "imdb", "imdb_gender_models",
                  "e295148efe9c282a27ebd69a64f6495b1b280728141047866ff81001089b1767"),
                 ("gender", "wiki", "wiki_gender_models",
@@ -100,9 +103,16 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+class UnknownModelError(ModelStoreError, KeyError):
+    """A model name that is not registered (still a KeyError for callers that catch that)."""
+
+    __str__ = Exception.__str__  # KeyError would quote the message
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model; an unknown name lists the valid ones."""
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+        known = ", ".join(sorted(MODELS))
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from engines.download import download_verified, offline_hint
 from engines.errors import ModelStoreError
-from engines.registry import ModelSpec, get_spec
+from engines.registry import MODELS, ModelSpec, get_spec
 
 _CHUNK = 1 << 20
 
@@ -29,6 +32,17 @@ def sha256_file(path: Path) -> str:
 def default_cache_dir() -> Path:
     env = os.environ.get("EMOSTREAM_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "emostream"
+
+
+@dataclass(frozen=True)
+class VerifyRow:
+    """One model's state on disk, as `ModelStore.verify` found it (never an exception for a bad file)."""
+
+    name: str
+    filename: str
+    status: Literal["ok", "missing", "corrupt"]
+    location: Literal["mirror", "cache"] | None
+    path: Path | None
 
 
 class ModelStore:
@@ -51,40 +65,87 @@ class ModelStore:
     def path(self, name: str) -> Path:
         """A verified local path for model `name` (mirror, then cache, then download)."""
         spec = get_spec(name)
-        if self.mirror_dir is not None and (self.mirror_dir / spec.filename).is_file():
-            return self._checked(self.mirror_dir / spec.filename, spec, source="mirror")
-        cached = self.cache_dir / "models" / spec.filename
-        if cached.is_file():
-            return self._checked(cached, spec, source="cache")
+        location, found = self._locate(spec)
+        if location == "mirror":
+            return self._checked(found, spec, "the mirror is read-only: replace it with the pinned file")
+        if found is not None and (not self.download or self._is_good(found, spec)):
+            return self._checked(found, spec, "delete it and fetch again, or put the pinned file there")
         if not self.download:
-            raise ModelStoreError(_offline_hint(spec, self, "not in the mirror or the cache"))
-        return self._fetch(spec, cached)
+            raise ModelStoreError(
+                f"model {spec.name} ({spec.filename}) is not in the mirror or the cache and downloading "
+                f"is off; {offline_hint(spec, self._cache_models, self.mirror_dir)}"
+            )
+        if found is not None:
+            found.unlink()  # a corrupt cache entry: the cache is ours to repair
+        return self._fetch(spec, self._cache_models / spec.filename)
+
+    def fetch(self, names: list[str] | None = None) -> list[Path]:
+        """Verified paths of `names` (default: every registered model), downloading only what is missing."""
+        return [self.path(name) for name in (sorted(MODELS) if names is None else names)]
+
+    def verify(self, names: list[str] | None = None) -> list[VerifyRow]:
+        """Hash every file `names` resolve to (default: all) and report ok/missing/corrupt per model."""
+        rows = []
+        for name in sorted(MODELS) if names is None else names:
+            spec = get_spec(name)
+            location, found = self._locate(spec)
+            status = "missing" if found is None else "ok" if self._is_good(found, spec, True) else "corrupt"
+            rows.append(VerifyRow(name, spec.filename, status, location, found))
+        return rows
+
+    def list_rows(self) -> list[dict]:
+        """One dict per model for `emostream models list`; `where` is presence only (no hashing)."""
+        return [
+            {
+                "name": spec.name,
+                "task": spec.task,
+                "filename": spec.filename,
+                "licence": spec.licence,
+                "sha256": spec.sha256[:12],
+                "where": self._locate(spec)[0] or "absent",
+            }
+            for spec in (MODELS[name] for name in sorted(MODELS))
+        ]
 
     def sha256(self, name: str) -> str:
         return get_spec(name).sha256
 
-    def _checked(self, path: Path, spec: ModelSpec, source: str) -> Path:
+    @property
+    def _cache_models(self) -> Path:
+        return self.cache_dir / "models"
+
+    def _locate(self, spec: ModelSpec) -> tuple[Literal["mirror", "cache"] | None, Path | None]:
+        """Where `spec`'s file is now, in lookup order (a mirror file shadows a cached one)."""
+        if self.mirror_dir is not None and (self.mirror_dir / spec.filename).is_file():
+            return "mirror", self.mirror_dir / spec.filename
+        cached = self._cache_models / spec.filename
+        return ("cache", cached) if cached.is_file() else (None, None)
+
+    def _is_good(self, path: Path, spec: ModelSpec, rehash: bool = False) -> bool:
+        """Whether `path` hashes to the pinned sha256 (remembered per path unless `rehash`)."""
+        if not rehash and self._verified.get(path) == spec.sha256:
+            return True
+        good = sha256_file(path) == spec.sha256
+        if good:
+            self._verified[path] = spec.sha256
+        else:
+            self._verified.pop(path, None)
+        return good
+
+    def _checked(self, path: Path, spec: ModelSpec, remedy: str) -> Path:
+        """`path` if it is the pinned file, else a one-line error with both hashes and `remedy`."""
         if self._verified.get(path) == spec.sha256:
             return path
         actual = sha256_file(path)
         if actual != spec.sha256:
             raise ModelStoreError(
-                f"{spec.filename} in the {source} ({path}) has sha256 {actual[:12]}…, expected "
-                f"{spec.sha256[:12]}…: the file is corrupt or not the pinned version; delete it and fetch again"
+                f"{spec.filename} at {path} has sha256 {actual[:12]}…, expected {spec.sha256[:12]}… "
+                f"(corrupt or not the pinned version of model {spec.name}); {remedy}"
             )
         self._verified[path] = spec.sha256
         return path
 
     def _fetch(self, spec: ModelSpec, dest: Path) -> Path:
-        from engines.download import download_verified
-
-        download_verified(spec, dest)
-        return self._checked(dest, spec, source="cache")
-
-
-def _offline_hint(spec: ModelSpec, store: ModelStore, problem: str) -> str:
-    where = store.mirror_dir or "$EMOSTREAM_MODELS_DIR"
-    return (
-        f"model {spec.name} ({spec.filename}) is {problem}: download it from {spec.url} "
-        f"and put it in {where} (or {store.cache_dir / 'models'})"
-    )
+        download_verified(spec, dest)  # checks length and sha256 while streaming
+        self._verified[dest] = spec.sha256
+        return dest
