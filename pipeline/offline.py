@@ -1,4 +1,4 @@
-"""`emostream run`: one video or image in; faces.jsonl, tracks.csv, summary.json, annotated.mp4, timeline.png out."""
+"""`emostream run`: a video or image in; per-face JSONL, per-track CSV, summary, annotated video, plot out."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ EXIT_PARTIAL_INPUT = 3
 class OfflineJob:
     input: str
     out_dir: Path
-    analyzer: AnalyzerConfig = AnalyzerConfig()
+    analyzer: AnalyzerConfig = dataclasses.field(default_factory=AnalyzerConfig)
     write_video: bool = True
     overwrite: bool = False
     batch_frames: int = 4

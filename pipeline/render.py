@@ -55,7 +55,7 @@ class Renderer:
         return out
 
     def _draw_face(self, img: np.ndarray, batch: FaceBatch, i: int, scale: float, thick: int) -> None:
-        x1, y1, x2, y2 = (int(round(v)) for v in batch.xyxy[i])
+        x1, y1, x2, y2 = (round(float(v)) for v in batch.xyxy[i])
         text, name, p = face_label(batch, i)
         color = EMOTION_COLORS_BGR.get(name, (0, 220, 0))
         cv2.rectangle(img, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
@@ -76,4 +76,4 @@ def _probability_bar(img, xy: tuple[int, int], width: int, p: float, color, thic
     x, y = xy
     h = max(4, 3 * thick)
     cv2.rectangle(img, (x, y), (x + width, y + h), (40, 40, 40), -1)
-    cv2.rectangle(img, (x, y), (x + int(round(width * p)), y + h), color, -1)
+    cv2.rectangle(img, (x, y), (x + round(width * p), y + h), color, -1)

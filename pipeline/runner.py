@@ -60,7 +60,7 @@ class Producer(threading.Thread):
                 self.timer.add(self.stage, time.perf_counter() - t0)
                 if item is END or not put(self.q, item, self.stop):
                     break
-        except BaseException as e:  # noqa: BLE001  (carried to the main thread)
+        except BaseException as e:  # carried to the main thread
             put(self.q, Failure(e), self.stop)
         finally:
             put(self.q, END, self.stop)
@@ -79,7 +79,7 @@ class Consumer(threading.Thread):
             if self.error is None:
                 try:
                     self.handle(item)
-                except BaseException as e:  # noqa: BLE001  (reported by the main thread)
+                except BaseException as e:  # reported by the main thread
                     self.error = e
 
 
