@@ -15,9 +15,6 @@ from types import MappingProxyType
 
 import numpy as np
 
-from engines.registry import FER2013_EMOTIONS as EMOTIONS  # one list of names for both packages
-
-
 UNTRACKED = -1
 """Track id of a face no tracker has claimed yet."""
 
