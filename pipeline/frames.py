@@ -15,6 +15,11 @@ from types import MappingProxyType
 
 import numpy as np
 
+from engines.registry import FER2013_EMOTIONS
+
+EMOTIONS: tuple[str, ...] = FER2013_EMOTIONS
+"""Emotion names in the order of every `emotion` output (FER2013); one list for both packages."""
+
 UNTRACKED = -1
 """Track id of a face no tracker has claimed yet."""
 
