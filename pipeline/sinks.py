@@ -178,7 +178,8 @@ class VideoSink:
         self._stream.pix_fmt = "yuv420p"
         self._stream.codec_context.time_base = self.TIME_BASE
         self._stream.time_base = self.TIME_BASE
-        self._stream.options = {"preset": preset, "crf": "23"}
+        # a keyframe, hence an MP4 fragment, every ~2 s: a hard kill loses at most that much video
+        self._stream.options = {"preset": preset, "crf": "23", "g": str(max(1, round(2 * float(rate))))}
         self._last_pts = -1
         self.frames = 0
 
