@@ -37,15 +37,21 @@ def test_arrays_are_read_only_and_callers_arrays_untouched():
 )
 def test_validation_rejects_ragged_rows(kwargs, message):
     base = dict(
-        frame_index=0, time_s=0.0, xyxy=[[0, 0, 10, 10]], scores=[1.0],
-        landmarks=np.zeros((1, 5, 2)), track_ids=[1],
+        frame_index=0,
+        time_s=0.0,
+        xyxy=[[0, 0, 10, 10]],
+        scores=[1.0],
+        landmarks=np.zeros((1, 5, 2)),
+        track_ids=[1],
     )
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         FaceBatch(**{**base, **kwargs})
 
 
 def test_select_and_with_outputs_return_new_batches():
-    b = make_batch([[0, 0, 10, 10], [20, 20, 40, 40]], track_ids=[3, 4]).with_outputs(gender=np.array([0.1, 0.9]))
+    b = make_batch([[0, 0, 10, 10], [20, 20, 40, 40]], track_ids=[3, 4]).with_outputs(
+        gender=np.array([0.1, 0.9])
+    )
     s = b.select(b.track_ids == 4)
     assert s.track_ids.tolist() == [4] and s.outputs["gender"].tolist() == pytest.approx([0.9])
     assert len(b) == 2 and "gender" in b.outputs
