@@ -1,0 +1,26 @@
+"""The one interface every inference backend offers to the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs the fused net: (N,S,S,3) uint8 BGR crops -> {output name: (N,...) array}."""
+
+    name: str
+
+    def run(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class NetSource(Protocol):
+    """What a backend is built from: the fused net as an ONNX file and/or a torch module."""
+
+    @property
+    def onnx_path(self) -> Path: ...
+
+    def torch_module(self) -> Any: ...

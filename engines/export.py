@@ -1,0 +1,75 @@
+"""torch -> ONNX export, cached under `store.derived_dir / "onnx"` by what determines the graph.
+
+The cache key is the sha256 of: the source models' sha256s, the head set, the quality, the crop
+parameters and `EXPORT_VERSION` (bump it whenever the export code or the modules change the graph).
+Files are written to a temporary name in the same folder and moved into place with `os.replace`, so
+a crash never leaves half a file under the final name; a cache hit exports nothing (and needs no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXPORT_VERSION = "fused-v1"
+OPSET = 17
+INPUT_NAME = "crops_bgr"
+BATCH_AXIS = "n"
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    """sha256 (hex) of the JSON of `fields` plus the export version and opset."""
+    payload = json.dumps({**fields, "export_version": EXPORT_VERSION, "opset": OPSET}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cached_onnx_path(derived_dir: Path, fields: dict[str, Any], prefix: str = "fused") -> Path:
+    """Where the ONNX graph for `fields` lives in the cache (it may not exist yet)."""
+    return Path(derived_dir) / "onnx" / f"{prefix}-{cache_key(fields)[:24]}.onnx"
+
+
+def ensure_onnx(
+    path: Path, build: Callable[[], Any], example: Callable[[], Any], output_names: Sequence[str]
+) -> Path:
+    """`path` if it exists (cache hit), else export `build()` on `example()` to it atomically."""
+    if path.is_file():
+        return path
+    return export_module(build(), example(), path, (INPUT_NAME,), output_names)
+
+
+def export_module(
+    module: Any, example: Any, path: Path, input_names: Sequence[str], output_names: Sequence[str]
+) -> Path:
+    """Export `module` (eval mode) with a dynamic batch axis on every input and output; atomic write."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    os.close(fd)
+    axes = {name: {0: BATCH_AXIS} for name in (*input_names, *output_names)}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notes
+            torch.onnx.export(
+                module.eval(),
+                (example,),
+                tmp_name,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        os.replace(tmp_name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+    return path

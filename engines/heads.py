@@ -1,0 +1,99 @@
+"""Which heads exist: a registry of `HeadSpec`s keyed by (head name, quality), free of torch.
+
+A head turns the shared aligned crop into one named output. Each head does its own preprocessing
+inside the graph: it center-crops the fraction of the crop that holds the tight face square plus its
+own margin (`face_pad` per side), resizes, converts colour and scales as its network expects. The
+torch modules live in `engines.nets`; a spec names the function that builds one (imported lazily,
+so a cached ONNX graph can run without importing torch at all).
+
+Extension point: `register_head(HeadSpec(...))` for a new head name or quality (e.g. SSR-Net age,
+an 'accurate' emotion net). A quality with no spec of its own for a head falls back to "fast".
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engines.errors import EmostreamError
+
+if TYPE_CHECKING:
+    from engines.store import ModelStore
+
+EMBEDDING = "embedding"
+"""Output concatenating every head's penultimate features (N, sum of feature dims)."""
+
+QUALITIES: tuple[str, ...] = ("fast",)
+"""Known quality modes; a later mode registers its own specs and appends itself here."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Static facts about one head: enough to name its output and key its export without torch.
+
+    output_tail: per-face output shape ((7,) for probabilities, () for a scalar);
+    feature_dim: length of the head's penultimate feature vector (checked when the net is built);
+    face_pad: margin per side around the tight face square, as a fraction of its side;
+    builder: "module:function" called as f(spec, model_paths, crop_size, crop_scale) -> torch Head.
+    """
+
+    name: str
+    quality: str
+    models: tuple[str, ...]
+    output_tail: tuple[int, ...]
+    feature_dim: int
+    face_pad: float
+    builder: str
+
+
+_SPECS: dict[tuple[str, str], HeadSpec] = {}
+
+
+def register_head(spec: HeadSpec) -> HeadSpec:
+    """Add (or replace) the spec for (spec.name, spec.quality)."""
+    _SPECS[(spec.name, spec.quality)] = spec
+    return spec
+
+
+def head_names() -> tuple[str, ...]:
+    return tuple(sorted({name for name, _ in _SPECS}))
+
+
+def head_spec(name: str, quality: str = "fast") -> HeadSpec:
+    """The spec of head `name` at `quality` (falling back to "fast"); unknown names list valid ones."""
+    if quality not in QUALITIES:
+        raise EmostreamError(f"unknown quality {quality!r}; valid: {', '.join(QUALITIES)}")
+    spec = _SPECS.get((name, quality)) or _SPECS.get((name, "fast"))
+    if spec is None:
+        raise EmostreamError(f"unknown head {name!r}; valid heads: {', '.join(head_names())}")
+    return spec
+
+
+def center_fraction(face_pad: float, crop_scale: float) -> float:
+    """Side of a head's window as a fraction of the crop side (the face square spans 1/crop_scale).
+
+    Capped at 1.0: a margin wider than the crop has to make do with the whole crop.
+    """
+    return min(1.0, (1.0 + 2.0 * face_pad) / crop_scale)
+
+
+def build_head(spec: HeadSpec, store: ModelStore, crop_size: int, crop_scale: float) -> Any:
+    """Build the torch module of `spec` from its verified model files (imports torch)."""
+    module_name, func_name = spec.builder.split(":")
+    factory: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
+    head = factory(spec, [store.path(m) for m in spec.models], crop_size, crop_scale)
+    if head.feature_dim != spec.feature_dim:
+        raise EmostreamError(
+            f"head {spec.name}: model gives {head.feature_dim} features, its spec says {spec.feature_dim}"
+        )
+    return head
+
+
+register_head(
+    HeadSpec("emotion", "fast", ("fer_mini_xception",), (7,), 128, 0.1, "engines.nets.xception:build_head")
+)
+register_head(
+    HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3, "engines.nets.xception:build_head")
+)

@@ -1,0 +1,132 @@
+"""The per-face inference engine the pipeline uses: `MultiTaskNet(config).infer(crops_bgr)`.
+
+`NetConfig` says which heads run at which quality on which crops; `MultiTaskNet` resolves the
+heads' models in the store, gets the fused graph (exported once, then cached), and runs it through a
+backend. `FusedNet` (the torch module) is importable from here but loads torch only when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines import export
+from engines.backends import Backend, create_backend
+from engines.errors import EmostreamError
+from engines.heads import EMBEDDING, QUALITIES, HeadSpec, build_head, head_spec
+from engines.store import ModelStore
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Heads to run, quality mode, and the aligned crop they read (S×S px, face square = S/crop_scale)."""
+
+    heads: tuple[str, ...] = ("emotion", "gender")
+    quality: str = "fast"
+    crop_size: int = 128
+    crop_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.heads or len(set(self.heads)) != len(self.heads):
+            raise EmostreamError(f"net heads must be a non-empty list without repeats, got {self.heads!r}")
+        if self.quality not in QUALITIES:
+            raise EmostreamError(f"unknown quality {self.quality!r}; valid: {', '.join(QUALITIES)}")
+        if self.crop_size < 16 or self.crop_scale < 1.0:
+            raise EmostreamError(
+                f"crop_size must be >= 16 and crop_scale >= 1, got {self.crop_size}, {self.crop_scale}"
+            )
+
+
+class MultiTaskNet:
+    """Crops in, per-head arrays out: `infer((N,S,S,3) uint8 BGR) -> {"emotion": (N,7), ...}`."""
+
+    def __init__(
+        self,
+        config: NetConfig | None = None,
+        store: ModelStore | None = None,
+        backend: str = "onnxruntime",
+        **backend_options: Any,
+    ):
+        self.config = config or NetConfig()
+        self.store = store or ModelStore()
+        self.specs: tuple[HeadSpec, ...] = tuple(head_spec(h, self.config.quality) for h in self.config.heads)
+        self._module: Any = None
+        self._onnx_path: Path | None = None
+        self.backend: Backend = create_backend(backend, self, **backend_options)
+        self.backend_name = self.backend.name
+
+    @property
+    def crop_size(self) -> int:
+        return self.config.crop_size
+
+    @property
+    def crop_scale(self) -> float:
+        return self.config.crop_scale
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (*self.config.heads, EMBEDDING)
+
+    @property
+    def output_tails(self) -> dict[str, tuple[int, ...]]:
+        """Per-face shape of each output (what follows the batch axis)."""
+        tails = {s.name: s.output_tail for s in self.specs}
+        return {**tails, EMBEDDING: (sum(s.feature_dim for s in self.specs),)}
+
+    @property
+    def models(self) -> list[tuple[str, str]]:
+        """(registry name, pinned sha256) of every model file the net is made of, in head order."""
+        names = dict.fromkeys(m for s in self.specs for m in s.models)
+        return [(m, self.store.sha256(m)) for m in names]
+
+    @property
+    def onnx_path(self) -> Path:
+        """The fused ONNX graph in the store's cache, exported on first use (needs torch only then)."""
+        if self._onnx_path is None:
+            fields = {
+                "models": self.models,
+                "heads": list(self.config.heads),
+                "quality": self.config.quality,
+                "crop_size": self.crop_size,
+                "crop_scale": self.crop_scale,
+            }
+            path = export.cached_onnx_path(self.store.derived_dir, fields)
+            self._onnx_path = export.ensure_onnx(path, self.torch_module, self._example, self.output_names)
+        return self._onnx_path
+
+    def torch_module(self) -> Any:
+        """The `FusedNet` (eval mode), built from the store's verified model files on first use."""
+        if self._module is None:
+            from engines.nets.fused import FusedNet
+
+            heads = [build_head(s, self.store, self.crop_size, self.crop_scale) for s in self.specs]
+            self._module = FusedNet(heads, self.crop_size).eval()
+        return self._module
+
+    def infer(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """Named outputs, one row per crop; an empty batch gives empty arrays without running the net."""
+        s = self.crop_size
+        if crops_bgr.dtype != np.uint8 or crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (s, s, 3):
+            raise ValueError(
+                f"crops must be (N,{s},{s},3) uint8 BGR, got {crops_bgr.shape} {crops_bgr.dtype}"
+            )
+        if len(crops_bgr) == 0:
+            return {name: np.zeros((0, *tail), np.float32) for name, tail in self.output_tails.items()}
+        return self.backend.run(crops_bgr)
+
+    def _example(self) -> Any:
+        import torch
+
+        return torch.zeros((2, self.crop_size, self.crop_size, 3), dtype=torch.uint8)
+
+
+def __getattr__(name: str) -> Any:
+    """`FusedNet` lives in engines.nets.fused; imported on demand so importing this module skips torch."""
+    if name == "FusedNet":
+        from engines.nets.fused import FusedNet
+
+        return FusedNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
