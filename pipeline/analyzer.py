@@ -66,13 +66,15 @@ class FaceAnalyzer:
         """Crop every face of every frame, run the network once, split the outputs back per frame."""
         from pipeline.align import crop_faces
 
+        if not frames:
+            return []
         with self.timer("align"):
             crops = [
                 crop_faces(f.image_bgr, b, self.net.crop_size, self.net.crop_scale)
                 for f, b in zip(frames, batches, strict=True)
             ]
         with self.timer("infer"):
-            outputs = self.net.infer(np.concatenate(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8))
+            outputs = self.net.infer(np.concatenate(crops))
         bounds = np.cumsum([0, *(len(b) for b in batches)])
         return [
             b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
