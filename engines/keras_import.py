@@ -125,7 +125,7 @@ class _FlattenNHWC(nn.Module):
 
 
 class KerasGraph(nn.Module):
-    """A Keras functional/sequential model as a torch module (NCHW in, the model's output out)."""
+    """A Keras functional model as a torch module (NCHW in, the model's output out)."""
 
     def __init__(
         self,
@@ -178,9 +178,8 @@ def _separable(cfg: dict, w: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     k, s, m, c = tuple(cfg["kernel_size"]), tuple(cfg["strides"]), cfg.get("depth_multiplier", 1), shape[0]
     inner, outer = _split_pads(_pads(shape[1:], k, s, cfg["padding"]))
     dw = nn.Conv2d(c, c * m, k, s, inner, groups=c, bias=False)
-    dw.weight = _t(
-        w["depthwise_kernel"].transpose(2, 3, 0, 1).reshape(c * m, 1, *k)
-    )  # (H,W,C,M) -> (C·M,1,H,W)
+    # depthwise (H,W,C,M) -> (C·M,1,H,W): Keras output channel c·M + m, as torch groups order them
+    dw.weight = _t(w["depthwise_kernel"].transpose(2, 3, 0, 1).reshape(c * m, 1, *k))
     pw = nn.Conv2d(c * m, cfg["filters"], 1, bias=cfg.get("use_bias", True))
     pw.weight = _t(w["pointwise_kernel"].transpose(3, 2, 0, 1))
     if pw.bias is not None:
@@ -252,13 +251,25 @@ def _inbound(layer: dict) -> tuple[str, ...]:
 
 
 def _model_layers(config: dict) -> tuple[list[dict], str, str]:
-    """Layers, input name and output name of a functional or sequential model config."""
+    """Layers, input name and output name of a functional (`Model`) config."""
     if config["class_name"] != "Model":
         raise EmostreamError(f"Keras model class {config['class_name']!r} is not supported (functional only)")
     cfg = config["config"]
     if len(cfg["input_layers"]) != 1 or len(cfg["output_layers"]) != 1:
         raise EmostreamError("Keras models with several inputs or outputs are not supported")
     return cfg["layers"], cfg["input_layers"][0][0], cfg["output_layers"][0][0]
+
+
+def _build_layer(layer: dict, weights: h5py.Group | None, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    """The torch module and output shape of one Keras layer, its weights loaded."""
+    kind, name, cfg = layer["class_name"], layer["name"], layer["config"]
+    if kind not in _BUILDERS or cfg.get("data_format", "channels_last") != "channels_last":
+        raise EmostreamError(f"Keras layer {name} ({kind}, {cfg.get('data_format', '')}) is not supported")
+    w = _weights(weights[name]) if weights is not None and name in weights else {}
+    try:
+        return _BUILDERS[kind](cfg, w, in_shape)
+    except KeyError as exc:
+        raise EmostreamError(f"Keras layer {name} ({kind}): weight {exc} missing from the file") from None
 
 
 def build_graph(config: dict, weights: h5py.Group | None) -> KerasGraph:
@@ -268,19 +279,15 @@ def build_graph(config: dict, weights: h5py.Group | None) -> KerasGraph:
     nodes: list[Node] = []
     shapes: dict[str, Shape] = {}
     for layer in layers:
-        kind, name, cfg = layer["class_name"], layer["name"], layer["config"]
-        if kind == "InputLayer":
+        name, cfg = layer["name"], layer["config"]
+        if layer["class_name"] == "InputLayer":
             h, w, c = cfg["batch_input_shape"][1:]
             shapes[name] = (c, h, w)
             continue
-        if kind not in _BUILDERS:
-            raise EmostreamError(f"Keras layer type {kind} ({name}) is not supported by the converter")
         inbound = _inbound(layer)
-        w = _weights(weights[name]) if weights is not None and name in weights else {}
-        module, shapes[name] = _BUILDERS[kind](cfg, w, shapes[inbound[0]])
         key = name.replace(".", "_")
-        modules[key] = module
-        nodes.append(Node(name, kind, key, inbound))
+        modules[key], shapes[name] = _build_layer(layer, weights, shapes[inbound[0]])
+        nodes.append(Node(name, layer["class_name"], key, inbound))
     return KerasGraph(modules, nodes, input_name, output_name, shapes).eval()
 
 

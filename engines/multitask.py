@@ -30,6 +30,8 @@ class NetConfig:
     crop_scale: float = 2.0
 
     def __post_init__(self) -> None:
+        heads = (self.heads,) if isinstance(self.heads, str) else tuple(self.heads)
+        object.__setattr__(self, "heads", heads)  # a list or a single name is accepted, stored as a tuple
         if not self.heads or len(set(self.heads)) != len(self.heads):
             raise EmostreamError(f"net heads must be a non-empty list without repeats, got {self.heads!r}")
         if self.quality not in QUALITIES:

@@ -206,12 +206,18 @@ def _with_lstm(tmp_path, models_dir):
     return tmp_path / "x.h5"
 
 
+def _without_conv_weights(tmp_path, models_dir):
+    _write_keras_h5(tmp_path / "y.h5", SYNTH, {})
+    return tmp_path / "y.h5"
+
+
 @pytest.mark.parametrize(
     ("make_file", "message"),
     [
         (lambda tmp, models: models / "ssrnet_age_imdb.h5", "no model_config"),  # weights-only file
         (lambda tmp, models: tmp / "missing.hdf5", "cannot read"),
         (_with_lstm, "LSTM"),
+        (_without_conv_weights, r"conv \(Conv2D\): weight 'kernel' missing"),
     ],
 )
 def test_unusable_files_raise_one_line_errors(make_file, message, tmp_path, models_dir):

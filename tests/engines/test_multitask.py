@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -147,6 +150,18 @@ def test_second_construction_hits_the_export_cache(tmp_path):
     assert [p.name for p in first.onnx_path.parent.iterdir()] == [first.onnx_path.name]  # no temp files left
 
 
+def test_a_cached_graph_runs_without_importing_torch(net):
+    code = (
+        "import sys, numpy as np; from engines.multitask import MultiTaskNet, NetConfig; "
+        "out = MultiTaskNet(NetConfig()).infer(np.zeros((1, 128, 128, 3), np.uint8)); "
+        "assert out['emotion'].shape == (1, 7); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    assert net.onnx_path.is_file()  # exported into this session's cache, which the child inherits
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], env=os.environ.copy()
+    )
+
+
 def test_a_crash_during_export_leaves_no_file(tmp_path):
     class Exploding(torch.nn.Module):
         def forward(self, x):
@@ -184,6 +199,11 @@ def test_each_head_reads_its_own_share_of_the_crop(head, crop_scale, fraction):
 def test_bad_configs_raise_one_line_errors(make, error, message):
     with pytest.raises(error, match=message):
         MultiTaskNet(make())
+
+
+@pytest.mark.parametrize("heads", ["emotion", ["emotion"], ("emotion",)])
+def test_config_heads_are_stored_as_a_tuple(heads):
+    assert NetConfig(heads=heads).heads == ("emotion",)
 
 
 def test_wrong_crop_shape_is_refused(net):
