@@ -196,9 +196,9 @@ class VideoSource(Source):
 
 
 class CameraSource(Source):
-    """A local camera through OpenCV (V4L2 on Linux); times are monotonic capture times."""
+    """A local camera through OpenCV (V4L2 on Linux); times are monotonic capture times, never paced."""
 
-    def __init__(self, index: int, *, realtime: bool = False) -> None:
+    def __init__(self, index: int) -> None:
         self._cap = _open_camera(index)
         ok, first = self._cap.read()
         if not ok or first is None:
@@ -259,17 +259,17 @@ def open_stream(url: str, *, realtime: bool = False, timeout_s: float = 10.0) ->
 
 def _check_file(path: Path) -> bytes:
     """The first bytes of a readable, non-empty regular file; any other case is an InputError."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a video or image file")
     try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, expected a video or image file")
         with open(path, "rb") as f:
             head = f.read(16)
-    except PermissionError:
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:  # the file, or a folder on its path
         raise InputError(f"{path}: permission denied") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise InputError(f"{path}: cannot be read ({_one_line(e)})") from None
     if not head:
         raise InputError(f"{path}: is empty (0 bytes)")
     return head
