@@ -61,19 +61,19 @@ class Renderer:
         cv2.rectangle(img, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
         font_scale = max(0.35, 0.55 * scale)
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
-        ty = y1 - 4 if y1 - th - base - 8 >= 0 else y2 + th + 4
-        cv2.rectangle(img, (x1, ty - th - 3), (x1 + tw + 4, ty + base), (0, 0, 0), -1)
-        cv2.putText(img, text, (x1 + 2, ty), _FONT, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
-        if name:
-            _probability_bar(img, (x1, y2 + 2 if ty < y2 else y2 - 8), x2 - x1, p, color, thick)
+        bar_h = max(4, 3 * thick) if name else 0
+        label_h = th + base + 5 + bar_h
+        top = y1 - label_h if y1 - label_h >= 0 else min(y2, img.shape[0] - label_h)  # above, else below
+        cv2.rectangle(img, (x1, top), (x1 + tw + 4, top + label_h), (0, 0, 0), -1)
+        cv2.putText(img, text, (x1 + 2, top + th + 2), _FONT, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+        if name:  # the bar sits in the label: its filled part is the top emotion's probability
+            _probability_bar(img, (x1, top + th + base + 4), tw + 4, bar_h, p, color)
         if self.show_landmarks and np.isfinite(batch.landmarks[i]).all():
             for x, y in batch.landmarks[i]:
                 cv2.circle(img, (int(x), int(y)), thick + 1, (0, 255, 255), -1)
 
 
-def _probability_bar(img, xy: tuple[int, int], width: int, p: float, color, thick: int) -> None:
-    """A bar under the box whose filled part is the top emotion's probability."""
+def _probability_bar(img, xy: tuple[int, int], width: int, h: int, p: float, color) -> None:
     x, y = xy
-    h = max(4, 3 * thick)
     cv2.rectangle(img, (x, y), (x + width, y + h), (40, 40, 40), -1)
     cv2.rectangle(img, (x, y), (x + round(width * p), y + h), color, -1)

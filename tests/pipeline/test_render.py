@@ -13,7 +13,8 @@ def test_annotate_draws_on_a_copy_inside_the_box_region():
     assert img.max() == 0, "input must not be drawn on"
     changed = np.argwhere(out.any(axis=2))
     assert changed[:, 1].min() >= 50 - 2 and changed[:, 0].min() >= 0
-    assert out[60, 100].any() and not out[110, 100].any()  # box edge drawn, inside left alone
+    assert out[160, 100].any() and out[110, 50].any()  # bottom and left box edges drawn
+    assert not out[110, 100].any()  # the face itself left alone
 
 
 def test_label_names_track_emotion_gender_age():
