@@ -1,0 +1,36 @@
+"""The Python API in two calls: `analyze(path)` yields (frame, faces) pairs; `run_job` writes every output."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.frames import FaceBatch, Frame
+from pipeline.runner import Producer, take
+from pipeline.timing import StageTimer
+
+
+def analyze(
+    source: str | Path, config: AnalyzerConfig | None = None, batch_frames: int = 4
+) -> Iterator[tuple[Frame, FaceBatch]]:
+    """Decode `source` on a background thread and yield each frame with its tracked, inferred faces."""
+    from pipeline.capture import open_source
+
+    analyzer = FaceAnalyzer(config or AnalyzerConfig())
+    stop = threading.Event()
+    q: queue.Queue = queue.Queue(maxsize=8)
+    with open_source(source) as src:
+        decoder = Producer(src, q, stop, StageTimer())
+        decoder.start()
+        try:
+            done = False
+            while not done:
+                frames, done = take(q, batch_frames)
+                yield from zip(frames, analyzer.process(frames), strict=True)
+        finally:
+            stop.set()
+            decoder.join(timeout=5)
+            analyzer.close()
