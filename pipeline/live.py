@@ -1,0 +1,231 @@
+"""`emostream live`: camera, stream or paced file in; annotated picture out as it happens, never lagging.
+
+Threads: capture -> [newest-wins mailbox] -> detect/track -> every frame -> render/display (this thread)
+                                                          \\-> [newest-wins mailbox] -> infer/aggregate
+A stage that falls behind makes frames drop (counted) instead of latency grow: the capture mailbox keeps
+only the newest frame, the render queue is short and pushes back on tracking, and inference works on the
+newest tracked frame while the overlay of the frames in between is carried by tracking and smoothing.
+Accounting: frames captured == processed (shown) + dropped, always.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.frames import Frame, SourceInfo
+from pipeline.live_capture import Backoff, CaptureThread
+from pipeline.live_outputs import LatencyLog, LiveOutputs, clear_latency_csv
+from pipeline.live_stages import POLL_S, DetectWorker, InferWorker, LatestOutputs
+from pipeline.live_summary import build_summary, preview_state
+from pipeline.mailbox import Mailbox
+from pipeline.runner import END, Failure
+from pipeline.sinks import prepare_out_dir
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """One live run. `source` (file or URL) or `camera` (index); outputs only when `out_dir` is set."""
+
+    source: str | None = None
+    camera: int | None = None
+    out_dir: Path | None = None
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    realtime: bool = False  # pace a file at its own frame rate, as a camera delivers
+    max_seconds: float | None = None
+    serve: tuple[str, int] | None = None  # (host, port) of the preview page; port 0 picks a free one
+    window: bool = False  # OpenCV window (needs a display)
+    write_video: bool = True
+    overwrite: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+    render_queue: int = 2  # tracked frames waiting to be drawn
+
+    @property
+    def shown_as(self) -> str:
+        return f"camera:{self.camera}" if self.source is None else str(self.source)
+
+
+def has_display() -> bool:
+    """True where an X display is set (the OpenCV window needs one)."""
+    return bool(os.environ.get("DISPLAY"))
+
+
+def open_live_source(job: LiveJob):
+    """The job's source; a camera when no `source` is given."""
+    from pipeline.capture import open_source
+
+    if job.source is None:
+        return open_source(job.camera if job.camera is not None else 0)
+    return open_source(job.source, realtime=job.realtime)
+
+
+def warm_up(analyzer: FaceAnalyzer, info: SourceInfo) -> None:
+    """Run detector and network once on a blank picture so the first live frame pays no lazy setup.
+
+    Uses the parts directly, never the tracker: tracker state must start from the first real frame.
+    """
+    blank = np.zeros((max(info.height, 16), max(info.width, 16), 3), np.uint8)
+    analyzer.detector.detect(Frame(0, 0.0, blank))
+    s = analyzer.net.crop_size
+    analyzer.net.infer(np.zeros((1, s, s, 3), np.uint8))
+
+
+def run_live(job: LiveJob, analyzer: FaceAnalyzer | None = None, on_ready=None) -> dict:
+    """Run `job` until the source ends, `max_seconds`, a quit key or Ctrl-C; returns the summary.
+
+    `analyzer` (optional) is used instead of building one from `job.analyzer`; it is not closed here.
+    `on_ready(preview_url_or_None)` is called once everything is set up, just before capture starts.
+    """
+    out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
+    if out is not None:
+        clear_latency_csv(out, job.overwrite)
+    source = open_live_source(job)
+    own = analyzer is None
+    outputs = preview = window = None
+    try:
+        t0 = time.perf_counter()
+        analyzer = analyzer or FaceAnalyzer(job.analyzer)
+        warm_up(analyzer, source.info)
+        setup_s = time.perf_counter() - t0
+        if out is not None:
+            outputs = LiveOutputs(out, source.info.fps, job.write_video)
+        preview = _preview(job)
+        window = WindowDisplay(f"emostream live - {job.shown_as}") if job.window else None
+        if on_ready:
+            on_ready(preview.url if preview else None)
+        run = LiveRun(job, source, analyzer, outputs, preview, window)
+        run.run()
+    finally:
+        for part in (window, preview, outputs):
+            if part is not None:
+                part.close()
+        source.close()
+    summary = build_summary(job, run, setup_s, out)
+    if own:
+        analyzer.close()
+    return summary
+
+
+def _preview(job: LiveJob):
+    if job.serve is None:
+        return None
+    from pipeline.preview import PreviewServer
+
+    return PreviewServer(*job.serve)
+
+
+class WindowDisplay:
+    """An OpenCV window; `show` returns False once q or Esc was pressed."""
+
+    def __init__(self, title: str) -> None:
+        import cv2
+
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def show(self, image_bgr) -> bool:
+        import cv2
+
+        cv2.imshow(self.title, image_bgr)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyWindow(self.title)
+
+
+class LiveRun:
+    """The threads of one live run; `run()` renders and displays on the calling thread."""
+
+    def __init__(self, job: LiveJob, source, analyzer, outputs, preview, window) -> None:
+        from pipeline.render import Renderer
+
+        self.job, self.source, self.analyzer = job, source, analyzer
+        self.outputs, self.preview, self.window = outputs, preview, window
+        self.renderer = Renderer()
+        self.frames: Mailbox = Mailbox()
+        self.infer_box: Mailbox = Mailbox()
+        self.render_q: queue.Queue = queue.Queue(maxsize=job.render_queue)
+        self.stop, self.abort = threading.Event(), threading.Event()
+        self.latest = LatestOutputs()
+        reopen = (lambda: open_live_source(job)) if source.info.is_live else None
+        self.capture = CaptureThread(source, self.frames, self.stop, reopen, backoff=job.backoff)
+        self.detect = DetectWorker(analyzer, self.frames, self.infer_box, self.render_q, self.abort)
+        self.infer = InferWorker(analyzer, self.infer_box, self.latest, self.abort)
+        self.t0 = time.monotonic()
+        self.log = LatencyLog(self.t0)
+        self.shown = self.faces = 0
+        self.stop_reason, self.interrupted, self.wall_s = "end", False, 0.0
+
+    def run(self) -> None:
+        """Start the threads and draw until the end; Ctrl-C drains what is in flight, twice aborts."""
+        self.t0 = self.log.t0_s = time.monotonic()
+        for t in (self.capture, self.detect, self.infer):
+            t.start()
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.interrupted, self.stop_reason = True, "interrupted"
+            self._request_stop()
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                self.abort.set()
+        finally:
+            self._request_stop()
+            self.abort.set()
+            for t in (self.detect, self.infer, self.capture):
+                t.join(timeout=5)
+            self.wall_s = time.monotonic() - self.t0
+        for t in (self.capture, self.detect, self.infer):
+            if t.error is not None:
+                raise t.error
+
+    def _request_stop(self, reason: str | None = None) -> None:
+        if reason and not self.stop.is_set():
+            self.stop_reason = reason
+        self.stop.set()
+        self.frames.close()  # the capture thread may sit in a blocking read: end the hand-off now
+
+    def _loop(self) -> None:
+        while True:
+            limit = self.job.max_seconds
+            if limit is not None and time.monotonic() - self.t0 >= limit:
+                self._request_stop("max_seconds")
+            try:
+                item = self.render_q.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if self.infer.error is not None:
+                raise self.infer.error
+            if item is END:
+                return
+            if isinstance(item, Failure):
+                raise item.error
+            self._show(*item)
+
+    def _show(self, frame: Frame, batch, tracked_at_s: float) -> None:
+        """Dress the tracked faces with their newest outputs, draw, display, log, write."""
+        known, unknown = self.latest.attach(batch)
+        t = time.perf_counter()
+        image = self.renderer.annotate(frame.image_bgr, known)
+        if len(unknown):
+            image = self.renderer.annotate(image, unknown)
+        render_s = time.perf_counter() - t
+        if self.preview is not None:
+            self.preview.publish(image, preview_state(self, frame, known, unknown))
+        if self.window is not None and not self.window.show(image):
+            self._request_stop("quit")
+        row = self.log.add(frame, tracked_at_s, render_s, time.monotonic())
+        self.shown += 1
+        self.faces += len(batch)
+        if self.outputs is not None:
+            self.outputs.submit(frame, (known, unknown), image, row)
