@@ -295,9 +295,23 @@ def _open_container(target: str, shown_as: str, options: dict | None, timeout_s:
     except av.error.EOFError:
         raise InputError(f"{shown_as}: ends inside its header (truncated file?)") from None
     except av.error.InvalidDataError:
+        if _looks_like_mp4(target):
+            raise InputError(
+                f"{shown_as}: an MP4/MOV whose index (moov atom) is missing: the file is truncated "
+                "or was not finished; nothing in it can be located"
+            ) from None
         raise InputError(f"{shown_as}: not a video or image file (no format FFmpeg knows)") from None
     except (av.FFmpegError, OSError) as e:
         raise InputError(f"{shown_as}: cannot be opened ({_one_line(e)})") from None
+
+
+def _looks_like_mp4(target: str) -> bool:
+    """True for an ISO media file (its first box is `ftyp`), so a torn MP4 is named as such."""
+    try:
+        with open(target, "rb") as f:
+            return f.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
 
 
 def _video_stream(container, shown_as: str):

@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary['frames_processed']} frames, {summary['faces']} faces, {summary['tracks']} tracks "
         f"in {t['wall_s']:.1f} s ({t['end_to_end_fps']:.1f} fps) -> {args.out}"
     )
-    lost = summary["input"]["decode_errors"]
+    facts = summary["input"]
+    lost = facts["decode_errors"]
     if summary["interrupted"]:
         print(
             f"emostream: interrupted after {summary['frames_processed']} frames; outputs are complete "
@@ -99,8 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if lost:
+        why = facts.get("last_error") or f"{lost} decode errors"
         print(
-            f"emostream: warning: {args.input}: input only partly readable ({lost} decode errors); "
+            f"emostream: warning: {args.input}: only partly readable ({why}); "
             f"processed the {summary['frames_processed']} frames that decoded",
             file=sys.stderr,
         )

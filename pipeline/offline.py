@@ -106,6 +106,7 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
             **dataclasses.asdict(source.info),
             "frames_read": getattr(source, "frames_read", stats.frames),
             "decode_errors": getattr(source, "decode_errors", 0),
+            "last_error": getattr(source, "last_error", None),
         },
         "models": [{"name": n, "sha256": s} for n, s in analyzer.net.models],
         "detector": job.analyzer.detector,
