@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emostream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # disk full, permissions, a vanished folder: still one line, never a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"emostream: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -27,9 +27,12 @@ OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "t
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
     """Create `out_dir`; refuse to mix with an earlier run's outputs unless `overwrite`."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir}: exists and is not a folder")
-    earlier = [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputError(f"--out {out_dir}: exists and is not a folder")
+        earlier = [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot be used ({e.strerror})") from None
     if earlier and not overwrite:
         raise OutputError(
             f"--out {out_dir} already holds {', '.join(earlier)} from an earlier run; "
