@@ -1,0 +1,145 @@
+"""torch on CUDA: runs the fused module itself (no export), for GPUs without TensorRT.
+
+fp16 runs under autocast (convolutions and matmuls in half, softmax in fp32, outputs returned as fp32);
+the module is channels-last (the NHWC uint8 input, permuted, already is). With `cuda_graphs=True` each
+batch is padded up to a fixed bucket (1, 2, 4, ... 128 faces), whose captured graph is replayed, and
+the padding rows are sliced off. `device="cpu"` runs the same code on the CPU (tests, no GPU needed).
+
+`run_frames` cuts the crops on the device (engines.device_crops), so each frame is uploaded once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from engines import backends
+from engines.backends import chunk_bounds
+from engines.backends.base import NetSource
+from engines.device_crops import crop_frames
+from engines.errors import BackendUnavailable, EmostreamError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+"""Batch sizes a CUDA graph is captured for; a bigger batch runs in chunks of the largest."""
+
+
+def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """The smallest bucket holding `n` faces (n >= 1 and at most the largest bucket)."""
+    for b in buckets:
+        if b >= n >= 1:
+            return b
+    raise ValueError(f"a batch of {n} faces fits no bucket in {tuple(buckets)}")
+
+
+class _GraphRunner:
+    """One captured CUDA graph per bucket, created on first use; replayed on a padded static input."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], tail: tuple[int, ...]):
+        self.forward, self.tail = forward, tail
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    def _capture(self, bucket: int):
+        static_in = torch.zeros((bucket, *self.tail), dtype=torch.uint8, device="cuda")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the capture (cuDNN picks its algorithms here)
+                self.forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.forward(static_in)
+        return graph, static_in, static_out
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = []
+        for lo, hi in chunk_bounds(len(x), BUCKETS[-1]):
+            bucket = bucket_for(hi - lo)
+            if bucket not in self.graphs:
+                self.graphs[bucket] = self._capture(bucket)
+            graph, static_in, static_out = self.graphs[bucket]
+            static_in[: hi - lo].copy_(x[lo:hi])  # rows past hi - lo keep old faces: sliced off below
+            graph.replay()
+            parts.append(tuple(o[: hi - lo].clone() for o in static_out))
+        return tuple(torch.cat(cols) for cols in zip(*parts, strict=True))
+
+
+class TorchCudaBackend:
+    """`Backend` running `net_source.torch_module()` on a torch device (CUDA unless told otherwise)."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        net_source: NetSource,
+        device: str = "cuda",
+        precision: str | None = None,
+        channels_last: bool = True,
+        cuda_graphs: bool = False,
+    ):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            reason = backends.unavailable_reason("torch")
+            if reason:
+                raise BackendUnavailable(f"backend 'torch' is not available: {reason}")
+        self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
+        if self.precision not in PRECISIONS:
+            raise EmostreamError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        source_module = net_source.torch_module()
+        if getattr(source_module, "has_external", False):
+            raise BackendUnavailable(
+                "backend 'torch' cannot run this head set: it has an ONNX-only head (e.g. quality "
+                "'affectnet'); use tensorrt or onnxruntime"
+            )
+        module = copy.deepcopy(source_module).eval().to(self.device)  # the source stays on CPU
+        self.module = module.to(memory_format=torch.channels_last) if channels_last else module
+        self.output_names: tuple[str, ...] = tuple(self.module.output_names)
+        self.crop_size: int = self.module.crop_size
+        use_graphs = cuda_graphs and self.device.type == "cuda"
+        tail = (self.crop_size, self.crop_size, 3)
+        self._graphs = _GraphRunner(self._forward, tail) if use_graphs else None
+
+    def _forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                self.device.type,
+                dtype=torch.float16,
+                enabled=self.precision == "fp16",
+                cache_enabled=False,  # cached casts would outlive a CUDA graph capture
+            ),
+        ):
+            return tuple(o.float() for o in self.module(crops))
+
+    def run_device(self, crops: torch.Tensor) -> dict[str, np.ndarray]:
+        """Named outputs (host numpy, fp32) for (N,S,S,3) uint8 crops already on this device."""
+        if not len(crops):
+            raise ValueError("run_device needs at least one crop")
+        outputs = self._graphs(crops) if self._graphs is not None else self._forward(crops)
+        return {name: o.cpu().numpy() for name, o in zip(self.output_names, outputs, strict=True)}
+
+    def run(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """Named outputs for a host (N,S,S,3) uint8 batch (one upload for the whole batch)."""
+        x = torch.from_numpy(np.ascontiguousarray(crops_bgr, np.uint8)).to(self.device)
+        return self.run_device(x)
+
+    def crops_on_device(
+        self, images_bgr: Sequence[np.ndarray], matrices_per_frame: Sequence[np.ndarray], size: int
+    ) -> torch.Tensor:
+        """Every face crop of every frame, cut on this device (each frame uploaded once)."""
+        return crop_frames(images_bgr, matrices_per_frame, size, self.device)
+
+    def run_frames(
+        self, images_bgr: Sequence[np.ndarray], matrices_per_frame: Sequence[np.ndarray], size: int
+    ) -> dict[str, np.ndarray]:
+        """Named outputs for the faces of several frames, in frame then row order."""
+        return self.run_device(self.crops_on_device(images_bgr, matrices_per_frame, size))
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
