@@ -63,18 +63,30 @@ class FaceAnalyzer:
             return self.tracker.predict(frame.index, frame.time_s, frame.wh)
 
     def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
-        """Crop every face of every frame, run the network once, split the outputs back per frame."""
-        from pipeline.align import crop_faces
+        """Crop every face of every frame, run the network once, split the outputs back per frame.
+
+        A backend offering `run_frames` (the GPU ones) cuts the crops on its device from the crop
+        matrices, each frame uploaded once; otherwise the crops are cut here on the CPU.
+        """
+        from pipeline.align import crop_faces, crop_matrices
 
         if not frames:
             return []
-        with self.timer("align"):
-            crops = [
-                crop_faces(f.image_bgr, b, self.net.crop_size, self.net.crop_scale)
-                for f, b in zip(frames, batches, strict=True)
-            ]
-        with self.timer("infer"):
-            outputs = self.net.infer(np.concatenate(crops))
+        run_frames = getattr(self.net.backend, "run_frames", None)
+        if run_frames is not None and sum(len(b) for b in batches):
+            size, scale = self.net.crop_size, self.net.crop_scale
+            with self.timer("align"):
+                matrices = [crop_matrices(b, size, scale) for b in batches]
+            with self.timer("infer"):
+                outputs = run_frames([f.image_bgr for f in frames], matrices, size)
+        else:
+            with self.timer("align"):
+                crops = [
+                    crop_faces(f.image_bgr, b, self.net.crop_size, self.net.crop_scale)
+                    for f, b in zip(frames, batches, strict=True)
+                ]
+            with self.timer("infer"):
+                outputs = self.net.infer(np.concatenate(crops))
         bounds = np.cumsum([0, *(len(b) for b in batches)])
         return [
             b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
