@@ -77,11 +77,17 @@ def warm_up(analyzer: FaceAnalyzer, info: SourceInfo) -> None:
     analyzer.net.infer(np.zeros((1, s, s, 3), np.uint8))
 
 
-def run_live(job: LiveJob, analyzer: FaceAnalyzer | None = None, on_ready=None) -> dict:
-    """Run `job` until the source ends, `max_seconds`, a quit key or Ctrl-C; returns the summary.
+def run_live(
+    job: LiveJob,
+    analyzer: FaceAnalyzer | None = None,
+    on_ready=None,
+    stop: threading.Event | None = None,
+) -> dict:
+    """Run `job` until the source ends, `max_seconds`, a quit key, `stop` or Ctrl-C; returns the summary.
 
     `analyzer` (optional) is used instead of building one from `job.analyzer`; it is not closed here.
     `on_ready(preview_url_or_None)` is called once everything is set up, just before capture starts.
+    `stop` (optional) ends the run from another thread, like the end of the source.
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
     if out is not None:
@@ -94,13 +100,13 @@ def run_live(job: LiveJob, analyzer: FaceAnalyzer | None = None, on_ready=None) 
         analyzer = analyzer or FaceAnalyzer(job.analyzer)
         warm_up(analyzer, source.info)
         setup_s = time.perf_counter() - t0
+        preview = _preview(job)
         if out is not None:
             outputs = LiveOutputs(out, source.info.fps, job.write_video)
-        preview = _preview(job)
         window = WindowDisplay(f"emostream live - {job.shown_as}") if job.window else None
         if on_ready:
             on_ready(preview.url if preview else None)
-        run = LiveRun(job, source, analyzer, outputs, preview, window)
+        run = LiveRun(job, source, analyzer, outputs, preview, window, stop)
         run.run()
     finally:
         for part in (window, preview, outputs):
@@ -145,7 +151,7 @@ class WindowDisplay:
 class LiveRun:
     """The threads of one live run; `run()` renders and displays on the calling thread."""
 
-    def __init__(self, job: LiveJob, source, analyzer, outputs, preview, window) -> None:
+    def __init__(self, job: LiveJob, source, analyzer, outputs, preview, window, stop=None) -> None:
         from pipeline.render import Renderer
 
         self.job, self.source, self.analyzer = job, source, analyzer
@@ -155,6 +161,7 @@ class LiveRun:
         self.infer_box: Mailbox = Mailbox()
         self.render_q: queue.Queue = queue.Queue(maxsize=job.render_queue)
         self.stop, self.abort = threading.Event(), threading.Event()
+        self.external_stop = stop
         self.latest = LatestOutputs()
         reopen = (lambda: open_live_source(job)) if source.info.is_live else None
         self.capture = CaptureThread(source, self.frames, self.stop, reopen, backoff=job.backoff)
@@ -200,6 +207,8 @@ class LiveRun:
             limit = self.job.max_seconds
             if limit is not None and time.monotonic() - self.t0 >= limit:
                 self._request_stop("max_seconds")
+            if self.external_stop is not None and self.external_stop.is_set():
+                self._request_stop("stopped")
             try:
                 item = self.render_q.get(timeout=POLL_S)
             except queue.Empty:
