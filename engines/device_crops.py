@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 MAX_PYRAMID_LEVEL = 6
-_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+_BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
 def pyramid_level(matrix: np.ndarray, max_level: int = MAX_PYRAMID_LEVEL) -> int:
@@ -64,12 +64,15 @@ def upload_frame(image_bgr: np.ndarray, device: torch.device | str) -> torch.Ten
 
 
 def pyr_down(planes: torch.Tensor) -> torch.Tensor:
-    """cv2.pyrDown of (1,3,H,W) float 0-255 planes: binomial 5x5 blur, reflect-101, even pixels, rounded."""
-    kernel = _BINOMIAL.to(planes.device, planes.dtype)
+    """cv2.pyrDown of (1,3,H,W) float 0-255 planes: binomial 5x5 blur, reflect-101, even pixels, rounded.
+
+    Written as weighted sums of strided slices (separable: rows, then columns): as fast as a
+    convolution on a GPU and much faster than a grouped one on a CPU.
+    """
     padded = F.pad(planes, (2, 2, 2, 2), mode="reflect")  # torch "reflect" leaves the edge out: reflect-101
-    c = planes.shape[1]
-    rows = F.conv2d(padded, kernel.view(1, 1, 5, 1).expand(c, 1, 5, 1).contiguous(), stride=(2, 1), groups=c)
-    out = F.conv2d(rows, kernel.view(1, 1, 1, 5).expand(c, 1, 1, 5).contiguous(), stride=(1, 2), groups=c)
+    rows_out, cols_out = (planes.shape[2] + 1) // 2, (planes.shape[3] + 1) // 2
+    rows = sum(w * padded[:, :, t : t + 2 * rows_out - 1 : 2, :] for t, w in enumerate(_BINOMIAL))
+    out = sum(w * rows[:, :, :, t : t + 2 * cols_out - 1 : 2] for t, w in enumerate(_BINOMIAL))
     return out.round()
 
 

@@ -1,0 +1,362 @@
+"""TensorRT engine cache (keys, sidecars, rebuilds), buffer growth and the runner's plumbing.
+
+TensorRT is not installable on the development machines: the cache takes its builder and
+deserializer as callables and the runner takes an engine context and device memory, so both are
+tested here with small fakes; the real build + run is a `gpu` test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.backends.tensorrt import BufferPlan, TensorInfo, TrtRunner
+from engines.errors import EmostreamError
+from engines.trt_engine import (
+    BuildOptions,
+    EngineBuildError,
+    EngineCache,
+    EngineKey,
+    effective_precision,
+    make_key,
+)
+from pipeline import cli
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+KEY = EngineKey(
+    onnx_sha256="ab" * 32,
+    trt_version="10.7.0",
+    gpu_name="NVIDIA H100 80GB HBM3",
+    compute_capability="9.0",
+    precision="fp16",
+    profile=(1, 32, 128),
+    workspace_mb=1024,
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [
+        ("onnx_sha256", "cd" * 32),
+        ("trt_version", "10.8.0"),
+        ("gpu_name", "NVIDIA GeForce RTX 4090"),
+        ("compute_capability", "8.9"),
+        ("precision", "fp32"),
+        ("profile", (1, 16, 128)),
+        ("profile", (1, 32, 64)),
+        ("profile", (2, 32, 128)),
+        ("workspace_mb", 2048),
+        ("format", "emostream-trt-v0"),
+    ],
+)
+def test_every_key_field_changes_the_cache_entry(tmp_path, field, other):
+    changed = dataclasses.replace(KEY, **{field: other})
+    assert changed.digest() != KEY.digest()
+    assert EngineCache(tmp_path).engine_path(changed) != EngineCache(tmp_path).engine_path(KEY)
+
+
+def test_the_key_round_trips_through_json():
+    assert EngineKey.from_dict(json.loads(json.dumps(KEY.to_dict()))) == KEY
+    with pytest.raises(ValueError, match="an engine key has the fields"):
+        EngineKey.from_dict({k: v for k, v in KEY.to_dict().items() if k != "gpu_name"})
+
+
+def test_make_key_takes_the_profile_and_workspace_from_the_options():
+    options = BuildOptions(precision="fp32", max_batch=64, opt_batch=100, workspace_mb=512)
+    key = make_key("ef" * 32, options, "10.7.0", ("NVIDIA L4", "8.9"))
+    assert (key.profile, key.workspace_mb, key.precision, key.gpu_name) == (
+        (1, 64, 64),
+        512,
+        "fp32",
+        "NVIDIA L4",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "int8"}, "unknown precision 'int8'; valid: fp32, fp16"),
+        ({"max_batch": 0}, "max batch must be >= 1, got 0"),
+        ({"opt_batch": -1}, "optimum batch must be >= 1, got -1"),
+        ({"workspace_mb": 0}, "workspace must be >= 1 MiB, got 0"),
+    ],
+)
+def test_build_options_refuse_bad_values_in_one_line(kwargs, message):
+    with pytest.raises(EmostreamError) as err:
+        BuildOptions(**kwargs)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("requested", "fast_fp16", "expected"),
+    [("fp16", True, "fp16"), ("fp16", False, "fp32"), ("fp32", True, "fp32"), ("fp32", False, "fp32")],
+)
+def test_fp16_only_where_the_gpu_has_it(requested, fast_fp16, expected):
+    assert effective_precision(requested, fast_fp16) == expected
+
+
+class FakeBuilder:
+    """Stands in for TensorRT: 'engines' are bytes naming their key; anything else does not load."""
+
+    def __init__(self) -> None:
+        self.builds: list[EngineKey] = []
+
+    def build(self, key: EngineKey) -> bytes:
+        self.builds.append(key)
+        return b"engine:" + key.digest().encode()
+
+    @staticmethod
+    def deserialize(data: bytes):
+        return ("engine", data) if data.startswith(b"engine:") else None
+
+
+def _load(cache: EngineCache, builder: FakeBuilder, key: EngineKey = KEY):
+    return cache.load_or_build(key, builder.build, builder.deserialize)
+
+
+def test_first_use_builds_and_the_second_loads(tmp_path):
+    cache, builder = EngineCache(tmp_path / "trt"), FakeBuilder()
+    first = _load(cache, builder)
+    second = _load(cache, builder)
+    assert (first.built, second.built, len(builder.builds)) == (True, False, 1)
+    assert first.path == second.path == cache.engine_path(KEY) and first.engine == second.engine
+    assert cache.recorded_key(first.path) == KEY
+    assert sorted(p.name for p in (tmp_path / "trt").iterdir()) == sorted(
+        [first.path.name, first.path.with_suffix(".json").name]
+    )
+
+
+def _foreign_sidecar(path):
+    data = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**data, "trt_version": "8.6.1"}))
+
+
+def _no_sidecar(path):
+    path.with_suffix(".json").unlink()
+
+
+def _garbled_sidecar(path):
+    path.with_suffix(".json").write_text("{not json")
+
+
+def _corrupt_engine(path):
+    path.write_bytes(b"\x00" * 64)
+
+
+def _truncated_engine(path):
+    path.write_bytes(path.read_bytes()[:5])
+
+
+@pytest.mark.parametrize(
+    "damage", [_foreign_sidecar, _no_sidecar, _garbled_sidecar, _corrupt_engine, _truncated_engine]
+)
+def test_a_stale_foreign_or_broken_engine_is_rebuilt_not_loaded(tmp_path, damage):
+    cache, builder = EngineCache(tmp_path), FakeBuilder()
+    path = _load(cache, builder).path
+    damage(path)
+    again = _load(cache, builder)
+    assert again.built and len(builder.builds) == 2
+    assert FakeBuilder.deserialize(path.read_bytes()) is not None and cache.recorded_key(path) == KEY
+
+
+def test_a_deserializer_that_raises_on_the_cached_file_means_rebuild(tmp_path):
+    cache, builder = EngineCache(tmp_path), FakeBuilder()
+    _load(cache, builder)
+    calls = []
+
+    def picky(data: bytes):
+        calls.append(data)
+        if len(calls) == 1:
+            raise RuntimeError("engine plan was built for another TensorRT")
+        return FakeBuilder.deserialize(data)
+
+    assert cache.load_or_build(KEY, builder.build, picky).built and len(builder.builds) == 2
+
+
+def test_a_failed_build_leaves_nothing_under_the_final_names(tmp_path):
+    cache = EngineCache(tmp_path)
+
+    def broken(key):
+        raise EngineBuildError("parser refused the graph")
+
+    with pytest.raises(EngineBuildError):
+        cache.load_or_build(KEY, broken, FakeBuilder.deserialize)
+    with pytest.raises(EngineBuildError, match="cannot deserialize"):
+        cache.load_or_build(KEY, lambda key: b"junk", FakeBuilder.deserialize)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_differing_only_in_gpu_live_side_by_side(tmp_path):
+    cache, builder = EngineCache(tmp_path), FakeBuilder()
+    other = dataclasses.replace(KEY, gpu_name="NVIDIA A10", compute_capability="8.6")
+    paths = {_load(cache, builder, k).path for k in (KEY, other, KEY, other)}
+    assert len(paths) == 2 and len(builder.builds) == 2
+    assert cache.timing_cache_path(KEY) != cache.timing_cache_path(other)
+    assert cache.timing_cache_path(KEY) == cache.timing_cache_path(dataclasses.replace(KEY, precision="fp32"))
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "requests", "capacities", "grew"),
+    [
+        (128, [1, 1, 2, 3, 4, 5], [1, 1, 2, 4, 4, 8], [True, False, True, True, False, True]),
+        (128, [7, 2, 1], [8, 8, 8], [True, False, False]),  # never shrinks
+        (128, [33, 100, 128, 64], [64, 128, 128, 128], [True, True, False, False]),
+        (100, [65, 99, 100], [100, 100, 100], [True, False, False]),  # capped at a non-power-of-two max
+        (1, [1, 1], [1, 1], [True, False]),
+    ],
+)
+def test_buffers_grow_to_the_next_power_of_two_and_never_shrink(max_batch, requests, capacities, grew):
+    plan = BufferPlan(max_batch)
+    seen = [(plan.reserve(n), plan.capacity) for n in requests]
+    assert seen == list(zip(grew, capacities, strict=True))
+
+
+@pytest.mark.parametrize("n", [0, -1, 129])
+def test_a_batch_outside_the_profile_is_refused(n):
+    with pytest.raises(ValueError, match="split it first"):
+        BufferPlan(128).target(n)
+
+
+class FakeMemory:
+    """Device memory as numpy arrays addressed by id, counting allocations."""
+
+    kind, stream_handle = "fake", 7
+
+    def __init__(self) -> None:
+        self.by_address: dict[int, np.ndarray] = {}
+        self.allocations: list[tuple[int, ...]] = []
+
+    def empty(self, shape, dtype):
+        buffer = np.full(shape, 255, dtype)  # garbage until written
+        self.by_address[id(buffer)] = buffer
+        self.allocations.append(shape)
+        return buffer
+
+    def address(self, buffer) -> int:
+        return id(buffer)
+
+    def to_device(self, buffer, host) -> None:
+        buffer[: len(host)] = host
+
+    def to_host(self, buffer, n):
+        return buffer[:n].copy()
+
+
+class FakeContext:
+    """An 'engine' whose outputs are each crop's mean and per-channel means, read at the set addresses."""
+
+    def __init__(self, memory: FakeMemory, ok: bool = True) -> None:
+        self.memory, self.ok, self.addresses, self.shapes = memory, ok, {}, {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v3(self, stream_handle):
+        assert stream_handle == self.memory.stream_handle
+        n = self.shapes["crops_bgr"][0]
+        crops = self.memory.by_address[self.addresses["crops_bgr"]][:n].astype(np.float32)
+        self.memory.by_address[self.addresses["mean"]][:n] = crops.mean(axis=(1, 2, 3))
+        self.memory.by_address[self.addresses["channels"]][:n] = crops.mean(axis=(1, 2))
+        return self.ok
+
+
+TENSORS = [
+    TensorInfo("crops_bgr", True, np.dtype(np.uint8), (16, 16, 3)),
+    TensorInfo("mean", False, np.dtype(np.float32), ()),
+    TensorInfo("channels", False, np.dtype(np.float32), (3,)),
+]
+
+
+@pytest.fixture(scope="module")
+def patches(media_dir) -> np.ndarray:
+    """200 distinct 16x16 patches of a real photo."""
+    image = cv2.imread(str(media_dir / "pyfeat_multi_face_5.jpg"))
+    return np.stack([image[y : y + 16, x : x + 16] for y in range(0, 400, 40) for x in range(0, 800, 40)])
+
+
+def test_the_runner_grows_buffers_chunks_big_batches_and_keeps_row_order(patches):
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory), TENSORS, memory, max_batch=128)
+    for lo, hi in [(0, 3), (3, 5), (5, 10), (10, 140), (140, 141)]:
+        crops = patches[lo:hi]
+        out = runner.run(crops)
+        np.testing.assert_allclose(out["mean"], crops.astype(np.float32).mean(axis=(1, 2, 3)), rtol=1e-6)
+        np.testing.assert_allclose(out["channels"], crops.astype(np.float32).mean(axis=(1, 2)), rtol=1e-6)
+    capacities = [shape[0] for shape in memory.allocations[:: len(TENSORS)]]
+    assert capacities == [4, 8, 128]  # 3 -> 4, 2 fits, 5 -> 8, 130 = 128 + 2 -> 128, 1 fits
+    assert memory.allocations[:3] == [(4, 16, 16, 3), (4,), (4, 3)]
+
+
+def test_a_failed_execution_is_an_error_not_garbage(patches):
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory, ok=False), TENSORS, memory, max_batch=8)
+    with pytest.raises(EmostreamError, match="TensorRT failed to execute a batch of 2 faces"):
+        runner.run(patches[:2])
+
+
+def test_an_engine_with_two_inputs_is_refused():
+    memory = FakeMemory()
+    with pytest.raises(EmostreamError, match="one input tensor, this one has 2"):
+        TrtRunner(FakeContext(memory), [*TENSORS, TENSORS[0]], memory, max_batch=8)
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["build-engine"],
+            "backend 'tensorrt' is not available: the tensorrt module is not installed; "
+            'pip install "emostream[tensorrt]"',
+        ),
+        (["build-engine", "--max-batch", "0"], "max batch must be >= 1, got 0"),
+        (["build-engine", "--workspace", "0"], "workspace must be >= 1 MiB, got 0"),
+    ],
+)
+def test_build_engine_without_tensorrt_exits_2_with_the_reason(capsys, argv, message):
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == f"emostream: error: {message}\n"
+
+
+LABELLED = ["pyfeat_happy_f15.jpg", "pyfeat_surprise_f1.jpg", "fer_justin_smile.jpg", "pyfeat_angry_f13.jpg"]
+
+
+def aligned_crops(media_dir, names=LABELLED) -> np.ndarray:
+    """The pipeline's own aligned 128 px crops of every face YuNet finds in the labelled photos."""
+    from pipeline.align import crop_faces
+    from pipeline.detect import create_detector
+    from pipeline.frames import Frame
+
+    detector = create_detector("yunet")
+    images = [cv2.imread(str(media_dir / name)) for name in names]
+    crops = [crop_faces(im, detector.detect(Frame(index=0, time_s=0.0, image_bgr=im))) for im in images]
+    return np.concatenate(crops)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not installed (it cannot be on the dev machines)")
+@pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-3), ("fp16", 1e-2)])
+def test_tensorrt_engine_agrees_with_onnxruntime_and_is_cached(tmp_path, media_dir, precision, atol):
+    from engines.multitask import MultiTaskNet, NetConfig
+    from engines.store import ModelStore
+
+    net = MultiTaskNet(NetConfig(heads=("emotion", "gender")), ModelStore(), backend="onnxruntime")
+    faces = aligned_crops(media_dir)
+    crops = np.concatenate([faces, faces[:, :, ::-1]] * 5)  # > max_batch: runs in chunks
+    options = {"precision": precision, "max_batch": 32, "cache_dir": tmp_path}
+    first = MultiTaskNet(net.config, net.store, "tensorrt", **options)
+    second = MultiTaskNet(net.config, net.store, "tensorrt", **options)
+    assert first.backend.engine_built and not second.backend.engine_built
+    want, got = net.infer(crops), second.infer(crops)
+    for name in ("emotion", "gender"):
+        np.testing.assert_allclose(got[name], want[name], atol=atol, rtol=0)
