@@ -23,6 +23,7 @@ class AnalyzerConfig:
     backend: str = "onnxruntime"
     models_dir: str | None = None
     smoothing_s: float = 0.5
+    extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -49,6 +50,11 @@ class FaceAnalyzer:
         )
         self.aggregator = Aggregator(smoothing_s=config.smoothing_s)
         self._frames_seen = 0
+        self.head = None
+        if config.extra_head:
+            from pipeline.fewshot import load_head
+
+            self.head = load_head(config.extra_head, config)
 
     def locate(self, frame: Frame) -> FaceBatch:
         """Detect (every Nth frame) or predict, then track: boxes with stable ids for one frame."""
@@ -87,6 +93,8 @@ class FaceAnalyzer:
                 ]
             with self.timer("infer"):
                 outputs = self.net.infer(np.concatenate(crops))
+        if self.head is not None:
+            outputs = {**outputs, **self.head.outputs(outputs)}
         bounds = np.cumsum([0, *(len(b) for b in batches)])
         return [
             b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
