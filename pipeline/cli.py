@@ -163,6 +163,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     def ready(url: str | None) -> None:
         if url:
             print(f"emostream: preview at {url}", file=sys.stderr, flush=True)
+        elif not job.window and job.out_dir is None:
+            print("emostream: no display, --serve or --out: only the summary will be shown", file=sys.stderr)
 
     s = run_live(job, on_ready=ready)
     lat = s["latency_ms"]

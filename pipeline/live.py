@@ -94,13 +94,27 @@ def run_live(
         clear_latency_csv(out, job.overwrite)
     source = open_live_source(job)
     own = analyzer is None
-    outputs = preview = window = None
     try:
         t0 = time.perf_counter()
         analyzer = analyzer or FaceAnalyzer(job.analyzer)
         warm_up(analyzer, source.info)
         setup_s = time.perf_counter() - t0
-        preview = _preview(job)
+        run = _run(job, source, analyzer, out, on_ready, stop)
+        return build_summary(job, run, setup_s, out)
+    finally:
+        source.close()
+        if own and analyzer is not None:
+            analyzer.close()
+
+
+def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> LiveRun:
+    """Open the displays and writers, run, and close them (outputs stay valid on any exit)."""
+    outputs = preview = window = None
+    try:
+        if job.serve is not None:
+            from pipeline.preview import PreviewServer
+
+            preview = PreviewServer(*job.serve)
         if out is not None:
             outputs = LiveOutputs(out, source.info.fps, job.write_video)
         window = WindowDisplay(f"emostream live - {job.shown_as}") if job.window else None
@@ -108,23 +122,11 @@ def run_live(
             on_ready(preview.url if preview else None)
         run = LiveRun(job, source, analyzer, outputs, preview, window, stop)
         run.run()
+        return run
     finally:
         for part in (window, preview, outputs):
             if part is not None:
                 part.close()
-        source.close()
-    summary = build_summary(job, run, setup_s, out)
-    if own:
-        analyzer.close()
-    return summary
-
-
-def _preview(job: LiveJob):
-    if job.serve is None:
-        return None
-    from pipeline.preview import PreviewServer
-
-    return PreviewServer(*job.serve)
 
 
 class WindowDisplay:

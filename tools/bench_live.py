@@ -1,0 +1,113 @@
+"""Live-mode benchmark: glass-to-glass latency p50/p95/max and processed fps with files paced at their own
+frame rate (`emostream live --realtime`), for each input and output mode; every figure is the median of
+--runs runs, all measured in one process on one machine.
+
+    python tools/bench_live.py --runs 3 --max-seconds 15 ../shared/media/pexels_woman_emotions.mp4 \
+        ../shared/media/facenet_crowd_walking_1080p.mp4
+
+Modes: "show" (picture drawn and published, nothing written) and "out" (also faces.jsonl, latency.csv and
+annotated.mp4, as `--out DIR` does). "backlog" is the p50 latency of the last third of a run minus that
+of the first third: near 0 when latency does not grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.analyzer import AnalyzerConfig
+from pipeline.live import LiveJob, run_live
+
+METRICS = ("captured_fps", "processed_fps", "dropped_pct", "skipped_pct", "p50", "p95", "max", "backlog")
+
+
+def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out" if mode == "out" else None
+        job = LiveJob(source=path, out_dir=out, analyzer=config, realtime=True, max_seconds=max_seconds)
+        s = run_live(job)
+    lat = s["latency_ms"]
+    with_faces = s["frames_inferred"] + s["inference_skipped"]
+    return {
+        "captured_fps": s["captured_fps"],
+        "processed_fps": s["processed_fps"],
+        "dropped_pct": 100 * s["frames_dropped"] / max(s["frames_captured"], 1),
+        "skipped_pct": 100 * s["inference_skipped"] / max(with_faces, 1),
+        "p50": lat["p50"],
+        "p95": lat["p95"],
+        "max": lat["max"],
+        "backlog": lat["last_third_p50"] - lat["first_third_p50"],
+        "adds_up": s["frames_captured"] == s["frames_processed"] + s["frames_dropped"],
+        "faces_per_frame": s["faces"] / max(s["frames_processed"], 1),
+        "source": f"{s['input']['width']}x{s['input']['height']} @ {s['input']['fps']:.2f} fps",
+    }
+
+
+def bench(path: str, mode: str, runs: int, max_seconds: float, config: AnalyzerConfig) -> dict:
+    results = [one_run(path, mode, max_seconds, config) for _ in range(runs)]
+    row = {m: round(statistics.median(r[m] for r in results), 1) for m in METRICS}
+    row.update(
+        input=Path(path).name,
+        mode=mode,
+        source=results[0]["source"],
+        faces_per_frame=round(statistics.median(r["faces_per_frame"] for r in results), 2),
+        adds_up=all(r["adds_up"] for r in results),
+        runs=runs,
+    )
+    return row
+
+
+def machine() -> str:
+    model = ""
+    if os.path.exists("/proc/cpuinfo"):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    model = model or platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores ({model}), {platform.system()}"
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| input | source | faces/frame | mode | captured fps | processed fps | dropped % | "
+        "inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | captured = shown + dropped |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {r['input']} | {r['source']} | {r['faces_per_frame']} | {r['mode']} | {r['captured_fps']} | "
+            f"{r['processed_fps']} | {r['dropped_pct']} | {r['skipped_pct']} | {r['p50']} | {r['p95']} | "
+            f"{r['max']} | {r['backlog']} | {'yes' if r['adds_up'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--max-seconds", type=float, default=15.0, help="per run (a shorter file ends sooner)")
+    p.add_argument("--modes", default="show,out")
+    p.add_argument("--detector", default="yunet")
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    args = p.parse_args(argv)
+    config = AnalyzerConfig(detector=args.detector)
+    rows = [
+        bench(path, mode, args.runs, args.max_seconds, config)
+        for path in args.inputs
+        for mode in args.modes.split(",")
+    ]
+    print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
