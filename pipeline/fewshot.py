@@ -1,0 +1,194 @@
+"""Few-shot heads: a linear classifier on the frozen per-face features, trained from a folder per class.
+
+`train_head(DATA, FILE)` reads DATA/<class>/<clip or image>, extracts features with the real pipeline
+(the same cache as `score`), and trains on one row per face-frame: the main track of a clip (longest),
+the largest face of an image. Cross-validation is stratified and grouped by clip, so frames of one clip
+never sit on both sides (k = min(5, clips in the smallest class)). `load_head(FILE, config)` gives a
+`FaceHead` that `FaceAnalyzer` applies to every face: outputs["head"] (N,K) probabilities and
+outputs["head_label"] (N,) class names. LinearSVC "probabilities" are a softmax of its decision values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import EmostreamError
+from pipeline.analyzer import AnalyzerConfig
+from pipeline.errors import InputError
+from pipeline.features import OnClip, extract_features, face_features, model_set
+
+HEAD_KIND = "emostream-face-head"
+HEAD_CLASSIFIERS = ("logreg", "linearsvc")
+NET_KEYS = ("models", "heads", "head_specs", "quality", "crop", "export_version", "features_version")
+"""The part of a model set a per-face head depends on (not the detector or detect_every)."""
+
+
+def train_head(
+    data: str | Path,
+    out_file: str | Path,
+    *,
+    feature_set: str = "fused",
+    classifier: str = "logreg",
+    analyzer: AnalyzerConfig | None = None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+    on_clip: OnClip | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Fit, cross-validate and save a head; returns the report (also stored in the file)."""
+    from pipeline.datasets import read_class_folders
+    from pipeline.score import make_classifier
+
+    if classifier not in HEAD_CLASSIFIERS:
+        raise EmostreamError(f"unknown head classifier {classifier!r}; valid: {', '.join(HEAD_CLASSIFIERS)}")
+    from pipeline.errors import OutputError
+
+    if Path(out_file).exists() and not overwrite:
+        raise OutputError(f"--out {out_file}: already exists; choose another name or pass --overwrite")
+    analyzer = analyzer or AnalyzerConfig()
+    split = read_class_folders(data)
+    ex = extract_features([c.path for c in split.clips], analyzer, workers=workers, cache_dir=cache_dir,
+                          on_clip=on_clip)  # fmt: skip
+    X, y, groups, skipped = _face_rows(split.clips, ex, feature_set)
+    folds = _folds(Counter(y[np.unique(groups, return_index=True)[1]]), Path(data))
+    pipeline = make_classifier(classifier)
+    cv = _cross_validate(pipeline, X, y, groups, folds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(X, y)
+    report = {
+        "data": str(data), "classes": [str(c) for c in pipeline.classes_], "feature_set": feature_set,
+        "classifier": classifier, "feature_dim": int(X.shape[1]), "face_rows": len(y),
+        "items_per_class": dict(Counter(y[np.unique(groups, return_index=True)[1]])), **cv, **skipped,
+    }  # fmt: skip
+    bundle = {"kind": HEAD_KIND, "version": 1, "pipeline": pipeline, "report": report,
+              "net": {k: ex.model_set[k] for k in NET_KEYS}}  # fmt: skip
+    _save(bundle, Path(out_file))
+    return report
+
+
+def _face_rows(clips, ex, feature_set: str):
+    """(X, y, group per row, skipped items) from the main track of each clip / largest face of each image."""
+    from pipeline.score import main_track_rows
+
+    xs, ys, gs = [], [], []
+    skipped: dict[str, list] = {"no_face": [], "unreadable": []}
+    for i, clip in enumerate(clips):
+        cf = ex.features.get(clip.path)
+        if cf is None or not len(cf):
+            skipped["unreadable" if cf is None else "no_face"].append(clip.name)
+            continue
+        rows = main_track_rows(cf)
+        xs.append(face_features({k: v[rows] for k, v in cf.outputs.items()}, feature_set))
+        ys += [clip.label] * len(rows)
+        gs += [i] * len(rows)
+    if not xs:
+        raise InputError("no face found in any clip or image of the data folder")
+    return np.concatenate(xs), np.asarray(ys), np.asarray(gs), skipped
+
+
+def _folds(items_per_class: Counter, data: Path) -> int:
+    if len(items_per_class) < 2:
+        raise InputError(f"{data}: needs at least 2 classes with faces, found {dict(items_per_class)}")
+    k = min(5, min(items_per_class.values()))
+    if k < 2:
+        raise InputError(
+            f"{data}: every class needs at least 2 clips or images with a face for cross-validation, "
+            f"found {dict(items_per_class)}"
+        )
+    return k
+
+
+def _cross_validate(pipeline, X, y, groups, k: int) -> dict:
+    """Stratified, clip-grouped k-fold: accuracy per face row and per clip (mean probability vote)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from pipeline.score import SEED
+
+    face_hits, clip_hits = [], []
+    for train, test in StratifiedGroupKFold(k, shuffle=True, random_state=SEED).split(X, y, groups):
+        model = clone(pipeline)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X[train], y[train])
+        probs = _probabilities(model, X[test])
+        pred = model.classes_[probs.argmax(1)]
+        face_hits += list(pred == y[test])
+        for g in np.unique(groups[test]):
+            rows = groups[test] == g
+            clip_hits.append(model.classes_[probs[rows].mean(0).argmax()] == y[test][rows][0])
+    return {"cv_folds": k, "cv_face_accuracy": float(np.mean(face_hits)),
+            "cv_clip_accuracy": float(np.mean(clip_hits))}  # fmt: skip
+
+
+def _probabilities(model, X: np.ndarray) -> np.ndarray:
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(X)
+    d = model.decision_function(X)
+    d = np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+    e = np.exp(d - d.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _save(bundle: dict, path: Path) -> None:
+    import joblib
+
+    from pipeline.errors import OutputError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        joblib.dump(bundle, tmp)
+        tmp.replace(path)
+    except OSError as e:
+        raise OutputError(f"--out {path}: cannot write the head ({e.strerror or e})") from None
+
+
+class FaceHead:
+    """A trained head applied to the net's per-face outputs."""
+
+    def __init__(self, bundle: dict, path: Path) -> None:
+        self.path, self.pipeline, self.report = path, bundle["pipeline"], bundle["report"]
+        self.net = bundle["net"]
+        self.classes = np.asarray(self.report["classes"])
+        self.feature_set = self.report["feature_set"]
+
+    def outputs(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{"head": (N,K) float32 probabilities, "head_label": (N,) class names} for N faces."""
+        n = len(outputs["emotion"])
+        if not n:
+            return {"head": np.zeros((0, len(self.classes)), np.float32), "head_label": self.classes[:0]}
+        probs = _probabilities(self.pipeline, face_features(outputs, self.feature_set))
+        return {"head": probs.astype(np.float32), "head_label": self.classes[probs.argmax(1)]}
+
+
+def load_head(path: str | Path, config: AnalyzerConfig) -> FaceHead:
+    """Load a head saved by `train_head`, refusing one trained on another net than `config`'s."""
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: head file not found")
+    try:
+        bundle = joblib.load(path)
+    except Exception as e:
+        raise InputError(f"{path}: not a head saved by emostream train-head ({type(e).__name__})") from None
+    if not isinstance(bundle, dict) or bundle.get("kind") != HEAD_KIND:
+        raise InputError(f"{path}: not a head saved by emostream train-head")
+    ms = model_set(config)
+    saved, current = bundle["net"], {k: ms[k] for k in NET_KEYS}
+    differ = [k for k in NET_KEYS if saved.get(k) != current[k]]
+    if differ:
+        raise InputError(
+            f"{path}: head was trained on another net ({', '.join(differ)} differ; trained with heads "
+            f"{','.join(saved['heads'])} quality {saved['quality']}, this run has heads "
+            f"{','.join(current['heads'])} quality {current['quality']}); use the same --heads/--quality "
+            "or retrain it"
+        )
+    return FaceHead(bundle, path)
