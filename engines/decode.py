@@ -29,3 +29,29 @@ def emotion_dict(probs_row: np.ndarray) -> dict[str, float]:
     if len(row) != len(FER2013_EMOTIONS):
         raise ValueError(f"an emotion row has {len(FER2013_EMOTIONS)} values, got {len(row)}")
     return {name: float(p) for name, p in zip(FER2013_EMOTIONS, row, strict=True)}
+
+
+AFFECTNET_TO_FER: dict[str, str] = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprise": "surprise",
+}
+"""AffectNet class names (HSEmotion) -> FER2013 names; AffectNet's `contempt` has no FER2013 counterpart."""
+
+
+def fer_columns(classes: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """(column of each FER2013 emotion in `classes`, in FER2013 order; the classes left over).
+
+    For HSEmotion's 8 AffectNet classes: ([0, 2, 3, 4, 6, 7, 5], ["contempt"]). A class set that lacks
+    one of the seven is a ValueError naming it.
+    """
+    fer_of = {AFFECTNET_TO_FER.get(c, c): i for i, c in enumerate(classes)}
+    missing = [name for name in FER2013_EMOTIONS if name not in fer_of]
+    if missing:
+        raise ValueError(f"classes {classes} have no column for {', '.join(missing)}")
+    columns = [fer_of[name] for name in FER2013_EMOTIONS]
+    return columns, [c for i, c in enumerate(classes) if i not in columns]

@@ -1,7 +1,8 @@
 """torch -> ONNX export, cached under `store.derived_dir / "onnx"` by what determines the graph.
 
-The cache key is the sha256 of: the source models' sha256s, the head set, the quality, the crop
-parameters and `EXPORT_VERSION` (bump it whenever the export code or the modules change the graph).
+The cache key is the sha256 of: the source models' sha256s, the head set and each head's spec (margin,
+builder), the quality, the crop parameters and `EXPORT_VERSION` (bump it whenever the export code or the
+modules change the graph).
 Files are written to a temporary name in the same folder and moved into place with `os.replace`, so
 a crash never leaves half a file under the final name; a cache hit exports nothing (and needs no torch).
 """
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXPORT_VERSION = "fused-v1"
+EXPORT_VERSION = "fused-v2"
 OPSET = 17
 INPUT_NAME = "crops_bgr"
 BATCH_AXIS = "n"
@@ -36,18 +37,36 @@ def cached_onnx_path(derived_dir: Path, fields: dict[str, Any], prefix: str = "f
 
 
 def ensure_onnx(
-    path: Path, build: Callable[[], Any], example: Callable[[], Any], output_names: Sequence[str]
+    path: Path,
+    build: Callable[[], Any],
+    example: Callable[[], Any],
+    output_names: Sequence[str] | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """`path` if it exists (cache hit), else export `build()` on `example()` to it atomically."""
+    """`path` if it exists (cache hit), else export `build()` on `example()` to it atomically.
+
+    output_names default to the module's own `output_names`; `finish` (see `export_module`) may
+    rewrite the exported file before it is moved into place.
+    """
     if path.is_file():
         return path
-    return export_module(build(), example(), path, (INPUT_NAME,), output_names)
+    module = build()
+    names = output_names if output_names is not None else module.output_names
+    return export_module(module, example(), path, (INPUT_NAME,), names, finish)
 
 
 def export_module(
-    module: Any, example: Any, path: Path, input_names: Sequence[str], output_names: Sequence[str]
+    module: Any,
+    example: Any,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Export `module` (eval mode) with a dynamic batch axis on every input and output; atomic write."""
+    """Export `module` (eval mode) with a dynamic batch axis on every input and output; atomic write.
+
+    `finish(tmp_path)` runs on the exported file before the move (e.g. grafting ONNX-only heads on).
+    """
     import torch
 
     path = Path(path)
@@ -68,6 +87,8 @@ def export_module(
                 opset_version=OPSET,
                 dynamo=False,
             )
+        if finish is not None:
+            finish(Path(tmp_name))
         os.replace(tmp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

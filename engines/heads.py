@@ -6,8 +6,13 @@ own margin (`face_pad` per side), resizes, converts colour and scales as its net
 torch modules live in `engines.nets`; a spec names the function that builds one (imported lazily,
 so a cached ONNX graph can run without importing torch at all).
 
-Extension point: `register_head(HeadSpec(...))` for a new head name or quality (e.g. SSR-Net age,
-an 'accurate' emotion net). A quality with no spec of its own for a head falls back to "fast".
+Extension point: `register_head(HeadSpec(...))` for a new head name or quality. A quality with no
+spec of its own for a head falls back to "fast" (e.g. gender and age read the same nets at every quality).
+
+Margins (face_pad) were measured on the labelled photos with real aligned crops (docs/models.md):
+emotion reads the tight face square (FER2013's crops are tight; pad 0.1 doubled the mean negative
+log-likelihood of the posed emotion, 0.55 -> 0.91 for the mini net), gender keeps its loose 0.3 (12/12
+faces, against 11/12 at 0.2 and 9/12 at 0.5), SSR-Net its 0.45 from MODELS.md.
 """
 
 from __future__ import annotations
@@ -25,8 +30,16 @@ if TYPE_CHECKING:
 EMBEDDING = "embedding"
 """Output concatenating every head's penultimate features (N, sum of feature dims)."""
 
-QUALITIES: tuple[str, ...] = ("fast",)
-"""Known quality modes; a later mode registers its own specs and appends itself here."""
+QUALITIES: tuple[str, ...] = ("fast", "accurate", "affectnet")
+"""Quality modes: "fast" (mini XCEPTION emotion), "accurate" (mini + big XCEPTION averaged over the crop
+and its mirror image), "affectnet" (HSEmotion EfficientNet-B0, downloaded; adds a `contempt` output)."""
+
+DEFAULT_HEADS: tuple[str, ...] = ("emotion", "gender", "age")
+"""The product's head set."""
+
+DEFAULT_QUALITY = "fast"
+"""Measured (docs/models.md): "accurate" gets one more of the 12 labelled faces right for about 3x the
+cost of the whole fused graph; not worth it as the default for real-time video."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,9 @@ class HeadSpec:
     output_tail: per-face output shape ((7,) for probabilities, () for a scalar);
     feature_dim: length of the head's penultimate feature vector (checked when the net is built);
     face_pad: margin per side around the tight face square, as a fraction of its side;
-    builder: "module:function" called as f(spec, model_paths, crop_size, crop_scale) -> torch Head.
+    builder: "module:function" called as f(spec, model_paths, crop_size, crop_scale) -> torch Head;
+    extra_outputs: further (name, per-face shape) outputs the head gives after its main one
+    (the AffectNet head's `contempt`).
     """
 
     name: str
@@ -46,6 +61,12 @@ class HeadSpec:
     feature_dim: int
     face_pad: float
     builder: str
+    extra_outputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @property
+    def outputs(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(name, per-face shape) of every output of this head, main one first."""
+        return ((self.name, self.output_tail), *self.extra_outputs)
 
 
 _SPECS: dict[tuple[str, str], HeadSpec] = {}
@@ -91,9 +112,33 @@ def build_head(spec: HeadSpec, store: ModelStore, crop_size: int, crop_scale: fl
     return head
 
 
+_XCEPTION = "engines.nets.xception:build_head"
+_SSRNET = "engines.nets.ssrnet:build_head"
+
+register_head(HeadSpec("emotion", "fast", ("fer_mini_xception",), (7,), 128, 0.0, _XCEPTION))
 register_head(
-    HeadSpec("emotion", "fast", ("fer_mini_xception",), (7,), 128, 0.1, "engines.nets.xception:build_head")
+    HeadSpec(
+        "emotion",
+        "accurate",
+        ("fer_mini_xception", "fer_big_xception"),
+        (7,),
+        128 + 256,
+        0.0,
+        "engines.nets.xception:build_ensemble_head",
+    )
 )
 register_head(
-    HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3, "engines.nets.xception:build_head")
+    HeadSpec(
+        "emotion",
+        "affectnet",
+        ("hsemotion_enet_b0_8",),
+        (7,),
+        1280,
+        0.0,
+        "engines.nets.affectnet:build_head",
+        (("contempt", ()),),
+    )
 )
+register_head(HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3, _XCEPTION))
+register_head(HeadSpec("age", "fast", ("ssrnet_age_imdb",), (), 358, 0.45, _SSRNET))
+register_head(HeadSpec("gender_ssr", "fast", ("ssrnet_gender_imdb",), (), 358, 0.45, _SSRNET))

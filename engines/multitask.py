@@ -7,7 +7,7 @@ backend. `FusedNet` (the torch module) is importable from here but loads torch o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,15 @@ import numpy as np
 from engines import export
 from engines.backends import Backend, create_backend
 from engines.errors import EmostreamError
-from engines.heads import EMBEDDING, QUALITIES, HeadSpec, build_head, head_spec
+from engines.heads import (
+    DEFAULT_HEADS,
+    DEFAULT_QUALITY,
+    EMBEDDING,
+    QUALITIES,
+    HeadSpec,
+    build_head,
+    head_spec,
+)
 from engines.store import ModelStore
 
 
@@ -24,8 +32,8 @@ from engines.store import ModelStore
 class NetConfig:
     """Heads to run, quality mode, and the aligned crop they read (S×S px, face square = S/crop_scale)."""
 
-    heads: tuple[str, ...] = ("emotion", "gender")
-    quality: str = "fast"
+    heads: tuple[str, ...] = DEFAULT_HEADS
+    quality: str = DEFAULT_QUALITY
     crop_size: int = 128
     crop_scale: float = 2.0
 
@@ -70,12 +78,13 @@ class MultiTaskNet:
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return (*self.config.heads, EMBEDDING)
+        """Every head's outputs (main one first, e.g. emotion, contempt), then the embedding."""
+        return tuple(self.output_tails)
 
     @property
     def output_tails(self) -> dict[str, tuple[int, ...]]:
-        """Per-face shape of each output (what follows the batch axis)."""
-        tails = {s.name: s.output_tail for s in self.specs}
+        """Per-face shape of each output (what follows the batch axis), in output order."""
+        tails = {name: tail for s in self.specs for name, tail in s.outputs}
         return {**tails, EMBEDDING: (sum(s.feature_dim for s in self.specs),)}
 
     @property
@@ -91,16 +100,21 @@ class MultiTaskNet:
             fields = {
                 "models": self.models,
                 "heads": list(self.config.heads),
+                "specs": [asdict(s) for s in self.specs],
                 "quality": self.config.quality,
                 "crop_size": self.crop_size,
                 "crop_scale": self.crop_scale,
             }
             path = export.cached_onnx_path(self.store.derived_dir, fields)
-            self._onnx_path = export.ensure_onnx(path, self.torch_module, self._example, self.output_names)
+            self._onnx_path = export.ensure_onnx(path, self.torch_module, self._example, finish=self._graft)
         return self._onnx_path
 
     def torch_module(self) -> Any:
-        """The `FusedNet` (eval mode), built from the store's verified model files on first use."""
+        """The `FusedNet` (eval mode), built from the store's verified model files on first use.
+
+        With an ONNX-only head (quality "affectnet") the module prepares that head's input but cannot
+        run it: only the exported graph gives every output.
+        """
         if self._module is None:
             from engines.nets.fused import FusedNet
 
@@ -118,6 +132,21 @@ class MultiTaskNet:
         if len(crops_bgr) == 0:
             return {name: np.zeros((0, *tail), np.float32) for name, tail in self.output_tails.items()}
         return self.backend.run(crops_bgr)
+
+    def _graft(self, path: Path) -> None:
+        """Rewrite the torch export at `path` into the final graph if some heads are ONNX-only."""
+        module = self.torch_module()
+        if not module.has_external:
+            return
+        import onnx
+
+        from engines.compose import compose
+        from engines.nets.fused import is_external
+
+        externals = [h.graft for h in module.heads if is_external(h)]
+        tails = self.output_tails
+        fused = compose(path, externals, self.config.heads, list(tails.items()), EMBEDDING, export.BATCH_AXIS)
+        onnx.save(fused, str(path))
 
     def _example(self) -> Any:
         import torch

@@ -1,7 +1,10 @@
 """The fused multi-task net: uint8 BGR crops in -> every head (own preprocessing) -> named outputs.
 
 This module is the unit of compilation: `engines.export` turns it into one ONNX graph, the torch
-backend runs it directly.
+backend runs it directly. A head whose network is an ONNX file (`external` heads, e.g. HSEmotion)
+only prepares its input here; then the module returns the raw pieces (each torch head's output and
+features, each external head's input) and `engines.compose` grafts the ONNX heads on and builds the
+embedding in head order.
 """
 
 from __future__ import annotations
@@ -11,12 +14,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from engines.compose import FEATURES_SUFFIX, INPUT_SUFFIX
 from engines.heads import EMBEDDING
-from engines.nets.preprocess import Head
+from engines.nets.preprocess import Head, scaled_gray
+
+
+def is_external(head: nn.Module) -> bool:
+    return bool(getattr(head, "external", False))
 
 
 class FusedNet(nn.Module):
-    """(N,S,S,3) uint8 BGR -> tuple of outputs in `output_names` order (heads..., embedding)."""
+    """(N,S,S,3) uint8 BGR -> tuple of outputs in `output_names` order.
+
+    Torch heads only: (head outputs..., embedding). With external heads: for each head in order, either
+    (`<name>`, `<name>.features`) or `<name>.input` (see the module docstring).
+    """
 
     def __init__(self, heads: Sequence[Head], crop_size: int):
         super().__init__()
@@ -24,11 +36,23 @@ class FusedNet(nn.Module):
             raise ValueError("FusedNet needs at least one head")
         self.heads = nn.ModuleList(heads)
         self.crop_size = crop_size
-        self.output_names: tuple[str, ...] = (*(h.name for h in heads), EMBEDDING)
+        self.has_external = any(is_external(h) for h in heads)
+        if not self.has_external:
+            self.output_names: tuple[str, ...] = (*(h.name for h in heads), EMBEDDING)
+        else:
+            self.output_names = tuple(
+                n
+                for h in heads
+                for n in ((h.name + INPUT_SUFFIX,) if is_external(h) else (h.name, h.name + FEATURES_SUFFIX))
+            )
 
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = crops_bgr.permute(0, 3, 1, 2).to(torch.float32)  # converted once, shared by every head
-        outputs, features = zip(*(head(x) for head in self.heads), strict=True)
+        gray = scaled_gray(x) if any(getattr(h, "uses_gray", False) for h in self.heads) else None
+        results = [head(x, gray) if getattr(head, "uses_gray", False) else head(x) for head in self.heads]
+        if self.has_external:
+            return tuple(t for r in results for t in ((r,) if isinstance(r, torch.Tensor) else r))
+        outputs, features = zip(*results, strict=True)
         return (*outputs, torch.cat(features, dim=1))
 
     @torch.no_grad()

@@ -33,30 +33,46 @@ def window_resize_matrix(size_in: int, size_out: int, fraction: float) -> np.nda
     return m.astype(np.float32)
 
 
-class GrayWindow(nn.Module):
-    """(N,3,S,S) float BGR 0-255 -> (N,1,out,out) gray scaled to [-1, 1] from the centered window."""
+def scaled_gray(x_bgr: torch.Tensor) -> torch.Tensor:
+    """(N,3,S,S) float BGR 0-255 -> (N,S,S) gray * 2/255 (the [-1, 1] scaling minus its offset)."""
+    weights = torch.tensor(BGR_TO_GRAY, dtype=torch.float32, device=x_bgr.device) * (2.0 / 255.0)
+    return (x_bgr * weights.view(1, 3, 1, 1)).sum(dim=1)
 
-    def __init__(self, crop_size: int, fraction: float, out_size: int = 64):
+
+class GrayWindow(nn.Module):
+    """(N,3,S,S) float BGR 0-255 -> (N,1,out,out) gray scaled to [-1, 1] from the centered window.
+
+    With `mirrored`, the output is (2N,1,out,out): the N windows, then the same N mirrored left-right
+    (test-time augmentation). The window is centered, so mirroring is the x-axis matrix with its
+    output columns reversed: exactly the resize of the mirrored crop, for one extra small matmul.
+    """
+
+    def __init__(self, crop_size: int, fraction: float, out_size: int = 64, mirrored: bool = False):
         super().__init__()
-        self.crop_size, self.fraction, self.out_size = crop_size, fraction, out_size
+        self.crop_size, self.fraction, self.out_size, self.mirrored = crop_size, fraction, out_size, mirrored
         m = torch.from_numpy(window_resize_matrix(crop_size, out_size, fraction))
         self.register_buffer("rows", m)  # (out, S): y axis
-        self.register_buffer("cols_t", m.t().contiguous())  # (S, out): x axis
-        weights = torch.tensor(BGR_TO_GRAY, dtype=torch.float32) * (2.0 / 255.0)
-        self.register_buffer("bgr_weights", weights.view(1, 3, 1, 1))
+        cols_t = m.t().contiguous()  # (S, out): x axis
+        self.register_buffer("cols_t", torch.cat([cols_t, cols_t.flip(1)], 1) if mirrored else cols_t)
 
-    def forward(self, x_bgr: torch.Tensor) -> torch.Tensor:
-        gray = (x_bgr * self.bgr_weights).sum(dim=1)  # (N,S,S), already * 2/255
-        out = torch.matmul(torch.matmul(self.rows, gray), self.cols_t)  # rows of each matrix sum to 1
-        return (out - 1.0).unsqueeze(1)
+    def forward(self, x_bgr: torch.Tensor, gray: torch.Tensor | None = None) -> torch.Tensor:
+        """`gray` (from `scaled_gray(x_bgr)`) may be passed in when several heads share it."""
+        gray = scaled_gray(x_bgr) if gray is None else gray
+        out = torch.matmul(torch.matmul(self.rows, gray), self.cols_t) - 1.0  # rows of each matrix sum to 1
+        if self.mirrored:  # (N,out,2·out): the plain and the mirrored window side by side
+            out = torch.cat([out[..., : self.out_size], out[..., self.out_size :]], dim=0)
+        return out.unsqueeze(1)
 
 
 class Head(nn.Module):
     """Base of every head: (N,3,S,S) float BGR crops -> (output (N,*tail), features (N,D)).
 
     Subclasses set `name` (the output name), `feature_dim` and `fraction` (window of the crop used).
+    Heads with `uses_gray` also accept `gray=scaled_gray(x_bgr)`, computed once by the fused net for
+    all of them.
     """
 
     name: str = ""
     feature_dim: int = 0
     fraction: float = 1.0
+    uses_gray: bool = False

@@ -63,6 +63,8 @@ class XceptionHead(Head):
     (gender: column 1 = P(man) of the woman/man softmax).
     """
 
+    uses_gray = True
+
     def __init__(
         self, name: str, net: XceptionClassifier, crop_size: int, fraction: float, column: int | None = None
     ):
@@ -72,9 +74,38 @@ class XceptionHead(Head):
         self.net = net
         self.feature_dim = net.feature_dim
 
-    def forward(self, x_bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs, features = self.net(self.prep(x_bgr))
+    def forward(
+        self, x_bgr: torch.Tensor, gray: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, features = self.net(self.prep(x_bgr, gray))
         return (probs if self.column is None else probs[:, self.column]), features
+
+
+class EnsembleHead(Head):
+    """Several K-class face_classification nets on one window, each also on its mirror image.
+
+    Output: the mean of the 2·len(nets) softmax vectors (N,K). Features: each net's features averaged
+    over the two views, concatenated in net order (128 + 256 for mini + big XCEPTION). One preprocessing
+    pass feeds every net with the (2N,...) batch of plain and mirrored windows.
+    """
+
+    uses_gray = True
+
+    def __init__(self, name: str, nets: list[XceptionClassifier], crop_size: int, fraction: float):
+        super().__init__()
+        self.name, self.fraction = name, fraction
+        self.prep = GrayWindow(crop_size, fraction, INPUT_HW[0], mirrored=True)
+        self.nets = nn.ModuleList(nets)
+        self.feature_dim = sum(net.feature_dim for net in nets)
+
+    def forward(
+        self, x_bgr: torch.Tensor, gray: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        views = self.prep(x_bgr, gray)
+        probs, features = zip(*(net(views) for net in self.nets), strict=True)
+        per_view = [p.unflatten(0, (2, -1)).mean(dim=0) for p in probs]  # (2N,K) -> (N,K)
+        mean_probs = torch.stack(per_view).mean(dim=0)
+        return mean_probs, torch.cat([f.unflatten(0, (2, -1)).mean(dim=0) for f in features], dim=1)
 
 
 def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> XceptionHead:
@@ -88,3 +119,14 @@ def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: fl
             f"head {spec.name}: model has {net.num_classes} classes, spec says {spec.output_tail}"
         )
     return XceptionHead(spec.name, net, crop_size, center_fraction(spec.face_pad, crop_scale), column).eval()
+
+
+def build_ensemble_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> EnsembleHead:
+    """Head factory for the "accurate" emotion head: every model of `spec`, averaged with mirroring."""
+    nets = [load_xception(p) for p in paths]
+    classes = {net.num_classes for net in nets}
+    if classes != {spec.output_tail[0]}:
+        raise EmostreamError(
+            f"head {spec.name}: models have {sorted(classes)} classes, spec says {spec.output_tail}"
+        )
+    return EnsembleHead(spec.name, nets, crop_size, center_fraction(spec.face_pad, crop_scale)).eval()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.decode import emotion_dict, gender_label, top_emotion
-from engines.registry import FER2013_EMOTIONS
+from engines.decode import emotion_dict, fer_columns, gender_label, top_emotion
+from engines.registry import FER2013_EMOTIONS, get_spec
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,24 @@ def test_emotion_dict_names_every_emotion_in_order():
 def test_emotion_dict_refuses_a_row_of_the_wrong_length():
     with pytest.raises(ValueError, match="7 values, got 2"):
         emotion_dict(np.array([0.5, 0.5]))
+
+
+@pytest.mark.parametrize(
+    ("classes", "columns", "rest"),
+    [
+        (get_spec("hsemotion_enet_b0_8").classes, [0, 2, 3, 4, 6, 7, 5], ["contempt"]),
+        (FER2013_EMOTIONS, [0, 1, 2, 3, 4, 5, 6], []),
+        (
+            ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"),
+            [4, 5, 6, 1, 3, 2, 0],
+            [],
+        ),
+    ],
+)
+def test_fer_columns_find_each_fer2013_emotion_and_the_classes_left_over(classes, columns, rest):
+    assert fer_columns(classes) == (columns, rest)
+
+
+def test_fer_columns_name_a_missing_emotion():
+    with pytest.raises(ValueError, match="no column for fear"):
+        fer_columns(("anger", "disgust", "happiness", "sadness", "surprise", "neutral", "contempt"))

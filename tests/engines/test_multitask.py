@@ -1,4 +1,4 @@
-"""The fused multi-task net: heads agree with the graph, batching, export cache, real photos."""
+"""The fused multi-task net: one graph equals its heads run alone, batching, export cache, real photos."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,46 +14,10 @@ import torch
 from engines import export
 from engines.decode import gender_label, top_emotion
 from engines.errors import EmostreamError
-from engines.heads import build_head, center_fraction, head_spec
+from engines.heads import DEFAULT_HEADS, build_head
 from engines.multitask import FusedNet, MultiTaskNet, NetConfig
+from engines.nets.ssrnet import build_ssrnet
 from engines.store import ModelStore
-
-PHOTOS = [
-    "pyfeat_happy_f15.jpg",
-    "pyfeat_surprise_f1.jpg",
-    "fer_justin_smile.jpg",
-    "pyfeat_angry_f13.jpg",
-    "pyfeat_disgust_m7.jpg",
-    "pyfeat_single_face_smile.jpg",
-    "pyfeat_neutral_man.jpg",
-]
-
-
-def face_crop(image_bgr: np.ndarray, detector, size: int = 128, scale: float = 2.0) -> np.ndarray:
-    """Crop like the aligner: the tight face square (YuNet box, longer side) in the central 1/scale."""
-    detector.setInputSize((image_bgr.shape[1], image_bgr.shape[0]))
-    _, faces = detector.detect(image_bgr)
-    x, y, w, h = faces[np.argmax(faces[:, -1])][:4]
-    k = size / (max(w, h) * scale)
-    m = np.array([[k, 0, size / 2 - k * (x + w / 2)], [0, k, size / 2 - k * (y + h / 2)]], np.float32)
-    return cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-@pytest.fixture(scope="module")
-def crops(media_dir, models_dir) -> dict[str, np.ndarray]:
-    det = cv2.FaceDetectorYN.create(
-        str(models_dir / "face_detection_yunet_2023mar.onnx"), "", (320, 320), 0.6
-    )
-    return {p: face_crop(cv2.imread(str(media_dir / p)), det) for p in PHOTOS}
-
-
-@pytest.fixture(scope="module")
-def batch32(crops) -> np.ndarray:
-    """32 distinct real-face crops: the photos, mirrored and shifted."""
-    base = list(crops.values())
-    variants = [c for c in base] + [c[:, ::-1] for c in base]
-    variants += [np.roll(c, s, axis=a) for s in (3, -5) for a in (0, 1) for c in base]
-    return np.ascontiguousarray(np.stack(variants[:32]))
 
 
 @pytest.fixture(scope="module")
@@ -62,37 +25,76 @@ def net() -> MultiTaskNet:
     return MultiTaskNet(NetConfig(), ModelStore())
 
 
-def test_fused_graph_equals_each_head_run_alone(net, batch32):
-    x = torch.from_numpy(batch32).permute(0, 3, 1, 2).float()
-    out = net.infer(batch32)
-    features = []
+@pytest.fixture(scope="module")
+def accurate() -> MultiTaskNet:
+    return MultiTaskNet(NetConfig(quality="accurate"), ModelStore())
+
+
+def heads_alone(net: MultiTaskNet, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """Every head built on its own and run in torch on `crops`, embedding concatenated by hand."""
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    out, features = {}, []
     for spec in net.specs:
-        head = build_head(spec, net.store, net.crop_size, net.crop_scale)
         with torch.no_grad():
-            alone, feats = head(x)
-        np.testing.assert_allclose(out[spec.name], alone.numpy(), atol=1e-4, rtol=0)
+            value, feats = build_head(spec, net.store, net.crop_size, net.crop_scale)(x)
+        out[spec.name] = value.numpy()
         features.append(feats.numpy())
-    np.testing.assert_allclose(out["embedding"], np.concatenate(features, axis=1), atol=1e-4, rtol=0)
+    return {**out, "embedding": np.concatenate(features, axis=1)}
+
+
+@pytest.mark.parametrize("which", ["net", "accurate"])
+def test_fused_graph_equals_each_head_run_alone(which, request, batch32):
+    fused = request.getfixturevalue(which)
+    alone = heads_alone(fused, batch32)
+    out = fused.infer(batch32)
+    assert set(out) == set(alone)
+    for name, value in alone.items():
+        np.testing.assert_allclose(out[name], value, atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_fused_age_equals_the_standalone_ssrnet_module(net, batch32, models_dir):
+    """The age output is SSR-Net itself on the head's window: the module the SSR tests check vs TF."""
+    ssr = build_ssrnet(models_dir / "ssrnet_age_imdb.h5", "age")
+    head = net.torch_module().heads[net.config.heads.index("age")]
+    with torch.no_grad():
+        window = head.prep(torch.from_numpy(batch32).permute(0, 3, 1, 2).float())
+        years = ssr(window).numpy()
+    np.testing.assert_allclose(net.infer(batch32)["age"], years, atol=1e-4, rtol=0)
+    assert years.min() > 5 and years.max() < 80  # real adult faces: plausible ages, not a saturated map
 
 
 def test_outputs_have_the_documented_shapes_and_ranges(net, batch32):
     out = net.infer(batch32)
-    assert net.output_names == ("emotion", "gender", "embedding")
+    assert net.config.heads == DEFAULT_HEADS == ("emotion", "gender", "age")
+    assert net.output_names == ("emotion", "gender", "age", "embedding")
     assert {k: v.shape for k, v in out.items()} == {
         "emotion": (32, 7),
         "gender": (32,),
-        "embedding": (32, 256),
+        "age": (32,),
+        "embedding": (32, 128 + 128 + 358),
     }
     np.testing.assert_allclose(out["emotion"].sum(1), 1.0, atol=1e-5)
     assert ((out["gender"] >= 0) & (out["gender"] <= 1)).all()
 
 
+@pytest.mark.parametrize("which", ["net", "accurate"])
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
-def test_batch_size_does_not_change_per_face_results(batch_size, net, batch32):
-    whole = net.infer(batch32)
-    parts = [net.infer(batch32[i : i + batch_size]) for i in range(0, len(batch32), batch_size)]
-    for name in net.output_names:
-        np.testing.assert_allclose(np.concatenate([p[name] for p in parts]), whole[name], atol=1e-6, rtol=0)
+def test_batch_size_does_not_change_per_face_results(which, batch_size, request, batch32):
+    fused = request.getfixturevalue(which)
+    whole = fused.infer(batch32)
+    parts = [fused.infer(batch32[i : i + batch_size]) for i in range(0, len(batch32), batch_size)]
+    for name in fused.output_names:
+        np.testing.assert_allclose(np.concatenate([p[name] for p in parts]), whole[name], atol=1e-5, rtol=0)
+
+
+def test_accurate_is_no_less_accurate_than_fast_on_the_labelled_photos(net, accurate, labelled):
+    crops, labels = labelled
+    hits = {
+        q: sum(a == b for a, b in zip(top_emotion(n.infer(crops)["emotion"])[1], labels, strict=True))
+        for q, n in (("fast", net), ("accurate", accurate))
+    }
+    assert len(labels) == 12
+    assert hits["accurate"] >= hits["fast"] > len(labels) // 2, hits
 
 
 @pytest.mark.parametrize(
@@ -102,10 +104,11 @@ def test_batch_size_does_not_change_per_face_results(batch_size, net, batch32):
         ("pyfeat_surprise_f1.jpg", "surprise", "woman"),
         ("fer_justin_smile.jpg", "happy", "man"),
         ("pyfeat_single_face_smile.jpg", "happy", "man"),
+        ("pyfeat_neutral_man.jpg", "neutral", "man"),
     ],
 )
-def test_real_photos_get_their_posed_emotion_and_gender(photo, emotion, gender, net, crops):
-    out = net.infer(crops[photo][None])
+def test_real_photos_get_their_posed_emotion_and_gender(photo, emotion, gender, net, crops_of):
+    out = net.infer(crops_of(128)[photo])
     assert top_emotion(out["emotion"])[1] == [emotion]
     assert gender_label(out["gender"]) == [gender]
 
@@ -123,7 +126,8 @@ def test_empty_batch_gives_empty_arrays_without_running_the_backend(net):
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
         "emotion": ((0, 7), np.float32),
         "gender": ((0,), np.float32),
-        "embedding": ((0, 256), np.float32),
+        "age": ((0,), np.float32),
+        "embedding": ((0, 614), np.float32),
     }
 
 
@@ -133,7 +137,18 @@ def test_emotion_only_head_set_matches_the_full_net(net, batch32):
     assert set(out) == {"emotion", "embedding"} and out["embedding"].shape == (32, 128)
     assert only.models == [("fer_mini_xception", net.store.sha256("fer_mini_xception"))]
     np.testing.assert_allclose(out["emotion"], net.infer(batch32)["emotion"], atol=1e-6)
-    assert only.onnx_path != net.onnx_path
+    np.testing.assert_allclose(out["embedding"], net.infer(batch32)["embedding"][:, :128], atol=1e-6)
+
+
+def test_the_export_cache_is_per_head_set_and_quality(net, accurate):
+    paths = {
+        (heads, quality): MultiTaskNet(NetConfig(heads=heads, quality=quality), net.store).onnx_path
+        for heads in (DEFAULT_HEADS, ("emotion",))
+        for quality in ("fast", "accurate")
+    }
+    assert len(set(paths.values())) == 4
+    assert paths[(DEFAULT_HEADS, "fast")] == net.onnx_path
+    assert paths[(DEFAULT_HEADS, "accurate")] == accurate.onnx_path
 
 
 def test_second_construction_hits_the_export_cache(tmp_path):
@@ -154,7 +169,7 @@ def test_a_cached_graph_runs_without_importing_torch(net):
     code = (
         "import sys, numpy as np; from engines.multitask import MultiTaskNet, NetConfig; "
         "out = MultiTaskNet(NetConfig()).infer(np.zeros((1, 128, 128, 3), np.uint8)); "
-        "assert out['emotion'].shape == (1, 7); assert 'torch' not in sys.modules, 'torch imported'"
+        "assert out['age'].shape == (1,); assert 'torch' not in sys.modules, 'torch imported'"
     )
     assert net.onnx_path.is_file()  # exported into this session's cache, which the child inherits
     subprocess.run(
@@ -177,27 +192,21 @@ def test_fused_net_is_importable_from_multitask_and_runs_torch(net, batch32):
     module = net.torch_module()
     assert isinstance(module, FusedNet)
     named = module.run_named(torch.from_numpy(batch32[:3]))
-    np.testing.assert_allclose(named["emotion"].numpy(), net.infer(batch32[:3])["emotion"], atol=1e-4)
+    for name, value in net.infer(batch32[:3]).items():
+        np.testing.assert_allclose(named[name].numpy(), value, atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize(
-    ("head", "crop_scale", "fraction"),
-    [("emotion", 2.0, 0.6), ("gender", 2.0, 0.8), ("gender", 1.5, 1.0), ("emotion", 3.0, 0.4)],
-)
-def test_each_head_reads_its_own_share_of_the_crop(head, crop_scale, fraction):
-    assert center_fraction(head_spec(head).face_pad, crop_scale) == pytest.approx(fraction)
-
-
-@pytest.mark.parametrize(
-    ("make", "error", "message"),
+    ("make", "message"),
     [
-        (lambda: NetConfig(heads=("emotion", "smile")), EmostreamError, "unknown head 'smile'"),
-        (lambda: NetConfig(quality="best"), EmostreamError, "unknown quality"),
-        (lambda: NetConfig(heads=()), EmostreamError, "non-empty"),
+        (lambda: NetConfig(heads=("emotion", "smile")), "unknown head 'smile'"),
+        (lambda: NetConfig(quality="best"), "unknown quality 'best'; valid: fast, accurate, affectnet"),
+        (lambda: NetConfig(heads=()), "non-empty"),
+        (lambda: NetConfig(heads=("age", "age")), "without repeats"),
     ],
 )
-def test_bad_configs_raise_one_line_errors(make, error, message):
-    with pytest.raises(error, match=message):
+def test_bad_configs_raise_one_line_errors(make, message):
+    with pytest.raises(EmostreamError, match=message):
         MultiTaskNet(make())
 
 

@@ -1,0 +1,63 @@
+"""Engine fixtures: real aligned face crops of the labelled photos, cut the way the product cuts them.
+
+Crops come from YuNet detections and `pipeline.align.crop_faces` (5-point similarity alignment), so
+the engine tests measure the heads on what `emostream run` feeds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.store import ModelStore
+
+LABELLED_PHOTOS: dict[str, str] = {
+    "pyfeat_surprise_f1.jpg": "surprise",
+    "pyfeat_happy_f15.jpg": "happy",
+    "pyfeat_angry_f13.jpg": "angry",
+    "pyfeat_disgust_m7.jpg": "disgust",
+    "pyfeat_single_face_smile.jpg": "happy",
+    "pyfeat_neutral_man.jpg": "neutral",
+    "fer_justin_smile.jpg": "happy",
+    "pyfeat_multi_face_5.jpg": "happy",
+}
+"""Posed expression of every face in each photo (../shared/README.md)."""
+
+
+@pytest.fixture(scope="session")
+def crops_of(media_dir) -> Callable[[int], dict[str, np.ndarray]]:
+    """crops_of(size) -> {photo: (faces, size, size, 3) uint8 aligned crops}, cached per size."""
+    from pipeline.align import crop_faces
+    from pipeline.detect import create_detector
+    from pipeline.frames import Frame
+
+    detector = create_detector("yunet", ModelStore())
+    images = {p: cv2.imread(str(media_dir / p)) for p in LABELLED_PHOTOS}
+    batches = {p: detector.detect(Frame(0, 0.0, img)) for p, img in images.items()}
+    cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def crops(size: int) -> dict[str, np.ndarray]:
+        if size not in cache:
+            cache[size] = {p: crop_faces(images[p], batches[p], size, 2.0) for p in LABELLED_PHOTOS}
+        return cache[size]
+
+    return crops
+
+
+@pytest.fixture(scope="session")
+def labelled(crops_of) -> tuple[np.ndarray, list[str]]:
+    """(all labelled faces as one (12,128,128,3) batch, their posed emotion)."""
+    crops = crops_of(128)
+    labels = [LABELLED_PHOTOS[p] for p, faces in crops.items() for _ in faces]
+    return np.concatenate(list(crops.values())), labels
+
+
+@pytest.fixture(scope="session")
+def batch32(labelled) -> np.ndarray:
+    """32 distinct real-face crops: the labelled faces, mirrored and shifted."""
+    base = list(labelled[0])
+    variants = base + [c[:, ::-1] for c in base] + [np.roll(c, s, axis=1) for s in (3, -5) for c in base]
+    return np.ascontiguousarray(np.stack(variants[:32]))
