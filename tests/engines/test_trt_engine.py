@@ -310,6 +310,58 @@ def test_an_engine_with_two_inputs_is_refused():
         TrtRunner(FakeContext(memory), [*TENSORS, TENSORS[0]], memory, max_batch=8)
 
 
+class FakeEngine:
+    """The name-based tensor API of a TensorRT 10 engine, for the backend's glue."""
+
+    def __init__(self, memory: FakeMemory) -> None:
+        self.memory = memory
+        self.num_io_tensors = len(TENSORS)
+
+    def get_tensor_name(self, i):
+        return TENSORS[i].name
+
+    def get_tensor_mode(self, name):
+        return "input" if name == "crops_bgr" else "output"
+
+    def get_tensor_dtype(self, name):
+        return {t.name: t.dtype for t in TENSORS}[name]
+
+    def get_tensor_shape(self, name):
+        return (-1, *{t.name: t.tail for t in TENSORS}[name])
+
+    def create_execution_context(self):
+        return FakeContext(self.memory)
+
+
+def test_the_backend_wires_engine_tensors_memory_and_cache_together(monkeypatch, tmp_path, patches):
+    """TensorRTBackend's glue with the library, the engine build and the device memory faked."""
+    import sys
+    import types
+
+    from engines import backends, trt_engine
+    from engines.backends import tensorrt as trt_backend
+
+    memory = FakeMemory()
+    fake_trt = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="input"), nptype=lambda d: d)
+    built = {}
+
+    def fake_ensure(onnx_path, cache_root, options):
+        built.update(onnx_path=onnx_path, cache_root=cache_root, options=options)
+        return trt_engine.CachedEngine(FakeEngine(memory), cache_root / "x.engine", KEY, True), None
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    monkeypatch.setitem(backends._PROBES, "tensorrt", lambda: None)
+    monkeypatch.setattr(trt_backend, "make_memory", lambda: memory)
+    monkeypatch.setattr(trt_engine, "ensure_engine", fake_ensure)
+    source = types.SimpleNamespace(onnx_path=tmp_path / "onnx" / "fused.onnx", store=None)
+    backend = backends.create_backend("tensorrt", source, precision="fp32", max_batch=16)
+    assert built["cache_root"] == tmp_path / "trt" and built["options"].profile == (1, 16, 16)
+    assert (backend.name, backend.engine_key, backend.engine_built) == ("tensorrt", KEY, True)
+    assert not hasattr(backend, "run_frames")  # device crops only with torch CUDA memory
+    out = backend.run(patches[:20])  # 16 + 4
+    np.testing.assert_allclose(out["mean"], patches[:20].astype(np.float32).mean(axis=(1, 2, 3)), rtol=1e-6)
+
+
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
 @pytest.mark.parametrize(
     ("argv", "message"),
