@@ -163,6 +163,8 @@ def score(job: ScoreJob, on_clip: OnClip | None = None) -> dict:
     train_split = None
     if bundle is None and job.classifier != "zeroshot":
         train_split = read_split(job.dataset, job.protocol, job.train_split)
+        if not train_split.labelled:
+            raise InputError(f"{train_split.root}: train split {job.train_split!r} has no labels")
     eval_split = read_split(job.dataset, job.protocol, job.eval_split)
     clips = [*(train_split.clips if train_split else ()), *eval_split.clips]
     extracted = extract_features(
