@@ -20,7 +20,7 @@ class AnalyzerConfig:
     detect_every: int = 1
     heads: tuple[str, ...] = ("emotion", "gender")
     quality: str = "fast"
-    backend: str = "onnxruntime"
+    backend: str = "auto"
     models_dir: str | None = None
     smoothing_s: float = 0.5
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label

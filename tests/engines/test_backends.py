@@ -32,6 +32,10 @@ def test_registry_names_the_three_backends():
     ],
 )
 def test_unavailable_backends_raise_one_line(name, message, source):
+    from engines.backends import unavailable_reason
+
+    if name != "tflite" and unavailable_reason(name) is None:
+        pytest.skip(f"{name} can run on this machine, so it cannot be unavailable here")
     with pytest.raises(BackendUnavailable, match=message) as err:
         create_backend(name, source)
     assert "\n" not in str(err.value)
