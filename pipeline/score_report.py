@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], order: tuple[str, ...]) -> dict:
-    """Accuracy, macro F1 and recall over the classes present in `y_true`; confusion over true ∪ predicted."""
+    """Accuracy; macro F1 over every class that is true or predicted (a class predicted but absent from
+    the split scores F1 0); recall per class present; confusion counts (rows true, columns predicted)."""
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
     if not y_true:
@@ -31,7 +32,7 @@ def classification_metrics(y_true: list[str], y_pred: list[str], order: tuple[st
     recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
     return {
         "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=shown, average="macro", zero_division=0)),
         "per_class_recall": {c: float(r) for c, r in zip(present, recall, strict=True)},
         "confusion": {"labels": shown, "matrix": confusion_matrix(y_true, y_pred, labels=shown).tolist()},
     }

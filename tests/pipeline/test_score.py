@@ -98,7 +98,7 @@ def test_zero_shot_maps_mean_emotions_onto_the_classes(protocol, rows, expected)
             ["Happy", "Happy", "Sad"],
             ["Happy", "Fear", "Fear"],
             1 / 3,
-            (2 / 3 + 0) / 2,
+            (0 + 2 / 3 + 0) / 3,  # Fear predicted but absent: its F1 of 0 counts
             ["Fear", "Happy", "Sad"],
         ),
     ],
