@@ -52,6 +52,25 @@ class LiveJob:
         return f"camera:{self.camera}" if self.source is None else str(self.source)
 
 
+LIVE_INTRA_OP_THREADS = 1
+"""onnxruntime threads for live inference. Measured (docs/benchmarks.md, Live mode): with inference on its
+own thread beside detection, one thread halves CPU use and cuts p95 latency on 2 cores; the default pool
+spin-waits between calls and starves the detector."""
+
+
+def live_analyzer(config: AnalyzerConfig) -> FaceAnalyzer:
+    """A FaceAnalyzer whose onnxruntime network runs on one thread (see LIVE_INTRA_OP_THREADS)."""
+    analyzer = FaceAnalyzer(config)
+    if analyzer.net.backend_name == "onnxruntime":
+        from engines.multitask import MultiTaskNet
+
+        net = analyzer.net
+        analyzer.net = MultiTaskNet(
+            net.config, analyzer.store, "onnxruntime", intra_op_threads=LIVE_INTRA_OP_THREADS
+        )
+    return analyzer
+
+
 def has_display() -> bool:
     """True where an X display is set (the OpenCV window needs one)."""
     return bool(os.environ.get("DISPLAY"))
@@ -85,7 +104,7 @@ def run_live(
 ) -> dict:
     """Run `job` until the source ends, `max_seconds`, a quit key, `stop` or Ctrl-C; returns the summary.
 
-    `analyzer` (optional) is used instead of building one from `job.analyzer`; it is not closed here.
+    `analyzer` (optional) is used instead of `live_analyzer(job.analyzer)`; it is not closed here.
     `on_ready(preview_url_or_None)` is called once everything is set up, just before capture starts.
     `stop` (optional) ends the run from another thread, like the end of the source.
     """
@@ -96,7 +115,7 @@ def run_live(
     own = analyzer is None
     try:
         t0 = time.perf_counter()
-        analyzer = analyzer or FaceAnalyzer(job.analyzer)
+        analyzer = analyzer or live_analyzer(job.analyzer)
         warm_up(analyzer, source.info)
         setup_s = time.perf_counter() - t0
         run = _run(job, source, analyzer, out, on_ready, stop)

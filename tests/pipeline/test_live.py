@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from pipeline import cli
-from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
-from pipeline.live import LiveJob, run_live
+from pipeline.analyzer import AnalyzerConfig
+from pipeline.live import LiveJob, live_analyzer, run_live
 from tests.conftest import REPO
 
 WOMAN = "pexels_woman_emotions.mp4"
@@ -105,7 +105,7 @@ class _Slow:
 
 
 def _slow_run(media_dir, tmp_path, part: str, method: str, delay_s: float, seconds: float = 5):
-    analyzer = FaceAnalyzer(AnalyzerConfig())
+    analyzer = live_analyzer(AnalyzerConfig())
     setattr(analyzer, part, _Slow(getattr(analyzer, part), method, delay_s))
     job = LiveJob(source=str(media_dir / WOMAN), out_dir=tmp_path / "out", realtime=True, max_seconds=seconds)
     try:
