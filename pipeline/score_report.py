@@ -85,7 +85,11 @@ def build_metrics(
             "eval": by_status(evaluated, "unreadable"),
             "train": by_status(train, "unreadable"),
         },
-        "partly_decoded_clips": sorted(str(p) for p, cf in ex.features.items() if cf.decode_errors),
+        "partly_decoded_clips": [
+            r.clip.name
+            for r in (*train, *evaluated)
+            if getattr(ex.features.get(r.clip.path), "decode_errors", 0)
+        ],
         "fallback": {"class": bundle["fallback"], "rule": rule},
         "models": [{"name": n, "sha256": s} for n, s in bundle["model_set"]["models"]],
         "model_set": bundle["model_set"],

@@ -47,7 +47,8 @@ VGAF_CLIPS = {  # split -> [(clip name, label number 1/2/3, how it is made)]
               ("party_pan", 1, ("pan", (0.0, 0.0), (0.25, 0.2), 1.0)),
               ("party_zoom", 1, ("pan", (0.1, 0.1), (0.0, 0.0), 0.8)),
               ("gloom_a", 3, ("mosaic", 1.0)), ("gloom_b", 3, ("mosaic", 3.8))],
-    "Val": [("crowd_c", 2, ("cut", CROWD, 2.8, 4.2)), ("party_tilt", 1, ("pan", (0.2, 0.0), (0.05, 0.25), 0.85)),
+    "Val": [("crowd_c", 2, ("cut", CROWD, 2.8, 4.2)),
+            ("party_tilt", 1, ("pan", (0.2, 0.0), (0.05, 0.25), 0.85)),
             ("gloom_c", 3, ("mosaic", 2.4))],
 }  # fmt: skip
 GROUP_DURATION_S, GROUP_FPS = 1.4, 25
@@ -157,8 +158,8 @@ def mosaic_clip(media: Path, dst: Path, start_s: float) -> int:
     n = round(GROUP_DURATION_S * GROUP_FPS)
     a, fps = read_segment(media / WOMAN, start_s, start_s + n / 24)
     b, _ = read_segment(media / WOMAN, start_s + 1.5, start_s + 1.5 + n / 24)
-    photos = [cv2.resize(cv2.imread(str(media / p)), (320, 320)) for p in ("pyfeat_angry_f13.jpg",
-                                                                             "pyfeat_disgust_m7.jpg")]  # fmt: skip
+    names = ("pyfeat_angry_f13.jpg", "pyfeat_disgust_m7.jpg")
+    photos = [cv2.resize(cv2.imread(str(media / p)), (320, 320)) for p in names]
 
     def tile(img):  # a square around her face, which sits right of the centre
         side = min(img.shape[:2])

@@ -137,6 +137,8 @@ def test_cli_score_afew_end_to_end_with_a_broken_clip(afew, tmp_path):
     data = tmp_path / "afew"
     shutil.copytree(afew, data)
     (data / "Val/Sad/broken.mp4").write_bytes(b"\x00garbage" * 200)
+    whole = (afew / "Train/Sad/w_sad2.avi").read_bytes()
+    (data / "Val/Sad/truncated.avi").write_bytes(whole[: len(whole) * 6 // 10])  # decodes, then breaks
     out = tmp_path / "out"
     r = subprocess.run(
         [
@@ -173,13 +175,14 @@ def test_cli_score_afew_end_to_end_with_a_broken_clip(afew, tmp_path):
     }
     m = json.loads((out / "metrics.json").read_text())
     c = m["counts"]
-    assert c["eval_clips"] == len(eval_names("Val")) + 1 == c["eval_labelled"]
+    assert c["eval_clips"] == len(eval_names("Val")) + 2 == c["eval_labelled"]
     assert (
         c["eval_with_faces"] + len(m["no_face_clips"]["eval"]) + len(m["unreadable_clips"]["eval"])
         == c["eval_clips"]
     )
     assert set(m["no_face_clips"]["eval"]) == {n.split("/", 1)[1] for n in AFEW_NO_FACE}
     assert [u["clip"] for u in m["unreadable_clips"]["eval"]] == ["Sad/broken.mp4"]
+    assert m["partly_decoded_clips"] == ["Sad/truncated.avi"]
     assert sum(c["eval_per_class"].values()) == sum(c["predicted_per_class"].values()) == c["eval_clips"]
     assert (
         c["train_used"] == c["train_clips"] == 8
@@ -189,7 +192,7 @@ def test_cli_score_afew_end_to_end_with_a_broken_clip(afew, tmp_path):
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
     assert [x["name"] for x in m["models"]] == ["fer_mini_xception", "gender_mini_xception"]
     rows = read_predictions(out)
-    assert {row["clip"] for row in rows} == eval_names("Val") | {"Sad/broken.mp4"}
+    assert {row["clip"] for row in rows} == eval_names("Val") | {"Sad/broken.mp4", "Sad/truncated.avi"}
     fallback = m["fallback"]["class"]
     assert all(row["predicted"] == fallback for row in rows if row["status"] != "ok")
     assert "afew Val: accuracy" in r.stdout
