@@ -360,17 +360,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise _usage(f"--workers must be >= 1, got {args.workers}")
     job = ScoreJob(
-        dataset=args.dataset, protocol=args.protocol, eval_split=args.eval, out_dir=args.out,
-        train_split=args.train, features=args.features, classifier=args.classifier, model=args.model,
-        workers=args.workers, cache_dir=args.cache_dir, analyzer=_analyzer_config(args),
+        dataset=args.dataset,
+        protocol=args.protocol,
+        eval_split=args.eval,
+        out_dir=args.out,
+        train_split=args.train,
+        features=args.features,
+        classifier=args.classifier,
+        model=args.model,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        analyzer=_analyzer_config(args),
         overwrite=args.overwrite,
-    )  # fmt: skip
+    )
     bar, on_clip = _clip_bar("clips")
     with bar:
         m = score(job, on_clip=on_clip)
     c, ex = m["counts"], m["extraction"]
-    result = "no labels to score" if m["accuracy"] is None else (
-        f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}")  # fmt: skip
+    result = (
+        "no labels to score"
+        if m["accuracy"] is None
+        else (f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}")
+    )
     print(
         f"{m['protocol']} {m['eval_split']}: {result} over {c['eval_clips']} clips "
         f"({len(m['no_face_clips']['eval'])} without a face, {c['eval_clips'] - c['eval_with_faces']} "
@@ -387,10 +398,16 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     bar, on_clip = _clip_bar("clips")
     with bar:
         r = train_head(
-            args.data, args.out, feature_set=args.features, classifier=args.classifier,
-            analyzer=_analyzer_config(args), workers=args.workers, cache_dir=args.cache_dir,
-            on_clip=on_clip, overwrite=args.overwrite,
-        )  # fmt: skip
+            args.data,
+            args.out,
+            feature_set=args.features,
+            classifier=args.classifier,
+            analyzer=_analyzer_config(args),
+            workers=args.workers,
+            cache_dir=args.cache_dir,
+            on_clip=on_clip,
+            overwrite=args.overwrite,
+        )
     per_class = ", ".join(f"{k} {v}" for k, v in r["items_per_class"].items())
     print(
         f"head over {len(r['classes'])} classes ({per_class}) from {r['face_rows']} face rows: "

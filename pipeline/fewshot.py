@@ -52,8 +52,9 @@ def train_head(
         raise OutputError(f"--out {out_file}: already exists; choose another name or pass --overwrite")
     analyzer = analyzer or AnalyzerConfig()
     split = read_class_folders(data)
-    ex = extract_features([c.path for c in split.clips], analyzer, workers=workers, cache_dir=cache_dir,
-                          on_clip=on_clip)  # fmt: skip
+    ex = extract_features(
+        [c.path for c in split.clips], analyzer, workers=workers, cache_dir=cache_dir, on_clip=on_clip
+    )
     X, y, groups, skipped = _face_rows(split.clips, ex, feature_set)
     folds = _folds(Counter(y[np.unique(groups, return_index=True)[1]]), Path(data))
     pipeline = make_classifier(classifier)
@@ -62,12 +63,23 @@ def train_head(
         warnings.simplefilter("ignore")
         pipeline.fit(X, y)
     report = {
-        "data": str(data), "classes": [str(c) for c in pipeline.classes_], "feature_set": feature_set,
-        "classifier": classifier, "feature_dim": int(X.shape[1]), "face_rows": len(y),
-        "items_per_class": dict(Counter(y[np.unique(groups, return_index=True)[1]])), **cv, **skipped,
-    }  # fmt: skip
-    bundle = {"kind": HEAD_KIND, "version": 1, "pipeline": pipeline, "report": report,
-              "net": {k: ex.model_set[k] for k in NET_KEYS}}  # fmt: skip
+        "data": str(data),
+        "classes": [str(c) for c in pipeline.classes_],
+        "feature_set": feature_set,
+        "classifier": classifier,
+        "feature_dim": int(X.shape[1]),
+        "face_rows": len(y),
+        "items_per_class": dict(Counter(y[np.unique(groups, return_index=True)[1]])),
+        **cv,
+        **skipped,
+    }
+    bundle = {
+        "kind": HEAD_KIND,
+        "version": 1,
+        "pipeline": pipeline,
+        "report": report,
+        "net": {k: ex.model_set[k] for k in NET_KEYS},
+    }
     _save(bundle, Path(out_file))
     return report
 
@@ -123,8 +135,11 @@ def _cross_validate(pipeline, X, y, groups, k: int) -> dict:
         for g in np.unique(groups[test]):
             rows = groups[test] == g
             clip_hits.append(model.classes_[probs[rows].mean(0).argmax()] == y[test][rows][0])
-    return {"cv_folds": k, "cv_face_accuracy": float(np.mean(face_hits)),
-            "cv_clip_accuracy": float(np.mean(clip_hits))}  # fmt: skip
+    return {
+        "cv_folds": k,
+        "cv_face_accuracy": float(np.mean(face_hits)),
+        "cv_clip_accuracy": float(np.mean(clip_hits)),
+    }
 
 
 def _probabilities(model, X: np.ndarray) -> np.ndarray:
