@@ -10,9 +10,9 @@ Extension point: `register_head(HeadSpec(...))` for a new head name or quality. 
 spec of its own for a head falls back to "fast" (e.g. gender and age read the same nets at every quality).
 
 Margins (face_pad) were measured on the labelled photos with real aligned crops (docs/models.md):
-emotion reads the tight face square (FER2013's crops are tight; pad 0.1 doubled the mean negative
-log-likelihood of the posed emotion, 0.55 -> 0.91 for the mini net), gender keeps its loose 0.3 (12/12
-faces, against 11/12 at 0.2 and 9/12 at 0.5), SSR-Net its 0.45 from MODELS.md.
+emotion reads the tight face square, the framing of FER2013's crops (pad 0.1 raised the mean
+-log P(posed emotion) of the mini net from 0.55 to 0.86 and lost a face); gender keeps its loose 0.3
+(7/7 photos whose gender the sources state, 6/7 at 0.0-0.1); SSR-Net its 0.4-0.5 from MODELS.md.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ DEFAULT_HEADS: tuple[str, ...] = ("emotion", "gender", "age")
 """The product's head set."""
 
 DEFAULT_QUALITY = "fast"
-"""Measured (docs/models.md): "accurate" gets one more of the 12 labelled faces right for about 3x the
-cost of the whole fused graph; not worth it as the default for real-time video."""
+"""Measured (docs/models.md): "accurate" gets 10 of the 12 labelled faces right against 9 for "fast",
+and makes the fused emotion+gender+age graph about 3.5x as costly; not the default for video."""
 
 
 @dataclass(frozen=True)
@@ -140,5 +140,9 @@ register_head(
     )
 )
 register_head(HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3, _XCEPTION))
+# age: SSR-Net trained on IMDB (docs/models.md). morph2 (mugshots) calls the young women of the photos
+# 39-41 and moves most under a mirror or a 4 px shift (2.1 years); imdb and wiki are alike there
+# (1.3 years): imdb for its far larger training set (IMDB-WIKI: 460k IMDb faces, 62k Wikipedia).
 register_head(HeadSpec("age", "fast", ("ssrnet_age_imdb",), (), 358, 0.45, _SSRNET))
+# gender_ssr: optional second opinion on gender (SSR-Net, IMDB); `gender` stays mini XCEPTION.
 register_head(HeadSpec("gender_ssr", "fast", ("ssrnet_gender_imdb",), (), 358, 0.45, _SSRNET))

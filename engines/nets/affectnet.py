@@ -3,10 +3,10 @@
 The model is a downloaded ONNX file (no torch source), so the torch part of the fused net only does
 this head's preprocessing, exactly as upstream's `HSEmotionRecognizer.preprocess` does on an RGB face:
 resize to 224x224, x/255, ImageNet mean/std per channel. Here the face window comes from the shared
-BGR crop, and the channel swap and the scaling are one 1x1 affine map applied before the resize (the
-resize weights sum to 1, so they commute). `engines.compose` then grafts the ONNX file onto this
-input and maps its 8 logits to the outputs: `emotion` = softmax over the 7 FER2013 classes in FER2013
-order, `contempt` = P(contempt) of the softmax over all 8.
+BGR crop, and the channel swap and the scaling are one 1x1 affine map applied to the window before
+the resize (the resize weights sum to 1, so they commute). `engines.compose` then grafts the ONNX
+file onto this input and maps its 8 logits to the outputs: `emotion` = softmax over the 7 FER2013
+classes in FER2013 order, `contempt` = P(contempt) of the softmax over all 8.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from engines.compose import ExternalHead, OnnxModelInfo, inspect_onnx
 from engines.decode import fer_columns
 from engines.errors import EmostreamError
 from engines.heads import HeadSpec, center_fraction
-from engines.nets.preprocess import Head, window_resize_matrix
+from engines.nets.preprocess import Head, WindowResize
 from engines.registry import get_spec
 
 INPUT_CHW = (3, 224, 224)
@@ -33,9 +33,7 @@ class RgbWindow(nn.Module):
 
     def __init__(self, crop_size: int, fraction: float, out_size: int = INPUT_CHW[1]):
         super().__init__()
-        m = torch.from_numpy(window_resize_matrix(crop_size, out_size, fraction))
-        self.register_buffer("rows", m)
-        self.register_buffer("cols_t", m.t().contiguous())
+        self.window = WindowResize(crop_size, fraction, out_size)
         std = torch.tensor(IMAGENET_STD_RGB)
         mix = torch.zeros(3, 3)
         mix[torch.arange(3), torch.tensor([2, 1, 0])] = 1.0 / (255.0 * std)  # out RGB c reads BGR 2-c
@@ -43,8 +41,8 @@ class RgbWindow(nn.Module):
         self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN_RGB) / std)
 
     def forward(self, x_bgr: torch.Tensor) -> torch.Tensor:
-        rgb = nn.functional.conv2d(x_bgr, self.mix, self.shift)
-        return torch.matmul(torch.matmul(self.rows, rgb), self.cols_t)
+        rgb = nn.functional.conv2d(self.window.crop(x_bgr), self.mix, self.shift)
+        return self.window.resize(rgb)
 
 
 class OnnxHead(Head):

@@ -1,16 +1,18 @@
-"""In-graph preprocessing shared by the heads: center crop + bilinear resize + BGR->gray + scaling.
+"""In-graph preprocessing shared by the heads: center window + bilinear resize + BGR->gray + scaling.
 
-The crop and the resize are one linear map per axis: a (out, S) matrix whose rows hold the two
-bilinear weights of each output pixel inside the centered window (half-pixel centres, border
-clamped, no antialiasing: what cv2.resize INTER_LINEAR does on the cropped region). The window may
-have a fractional size and offset, so every head gets exactly its own margin. Gray uses the ITU-R 601
-weights cv2.cvtColor uses; the scaling (x/255 - 0.5) * 2 is folded into those weights.
+A head's window is the centered square of `fraction` of the crop, rounded to whole pixels with equal
+margins (at most half a pixel per side off the exact fraction), sliced out and resized bilinearly
+with half-pixel centres and no antialiasing: exactly what cv2.resize INTER_LINEAR does on the sliced
+window. In the graph that is a Slice and a Resize, which onnxruntime runs about 4x faster than the
+equivalent dense (out, S) matrix products (`window_resize_matrix`, kept for fractional windows).
+Gray uses the ITU-R 601 weights cv2.cvtColor uses; the scaling (x/255 - 0.5) * 2 is folded into them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BGR_TO_GRAY = (0.114, 0.587, 0.299)
@@ -33,35 +35,57 @@ def window_resize_matrix(size_in: int, size_out: int, fraction: float) -> np.nda
     return m.astype(np.float32)
 
 
+def window_bounds(size_in: int, fraction: float) -> tuple[int, int]:
+    """[lo, hi) of the centered whole-pixel window nearest to `fraction * size_in` px (equal margins)."""
+    margin = int(np.clip(round((1.0 - fraction) * size_in / 2.0), 0, (size_in - 1) // 2))
+    return margin, size_in - margin
+
+
+class WindowResize(nn.Module):
+    """(N,C,S,S) -> (N,C,out,out): the centered window (`window_bounds`), resized like cv2 INTER_LINEAR."""
+
+    def __init__(self, crop_size: int, fraction: float, out_size: int):
+        super().__init__()
+        self.lo, self.hi = window_bounds(crop_size, fraction)
+        self.out_size = out_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resize(self.crop(x))
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The window itself, (N,C,hi-lo,hi-lo)."""
+        return x[:, :, self.lo : self.hi, self.lo : self.hi] if self.lo else x
+
+    def resize(self, window: torch.Tensor) -> torch.Tensor:
+        """A cropped window resized to (out, out)."""
+        if window.shape[-1] == self.out_size:
+            return window
+        size = (self.out_size, self.out_size)
+        return F.interpolate(window, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
 def scaled_gray(x_bgr: torch.Tensor) -> torch.Tensor:
-    """(N,3,S,S) float BGR 0-255 -> (N,S,S) gray * 2/255 (the [-1, 1] scaling minus its offset)."""
+    """(N,3,S,S) float BGR 0-255 -> (N,1,S,S) gray * 2/255 (the [-1, 1] scaling minus its offset)."""
     weights = torch.tensor(BGR_TO_GRAY, dtype=torch.float32, device=x_bgr.device) * (2.0 / 255.0)
-    return (x_bgr * weights.view(1, 3, 1, 1)).sum(dim=1)
+    return (x_bgr * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
 class GrayWindow(nn.Module):
     """(N,3,S,S) float BGR 0-255 -> (N,1,out,out) gray scaled to [-1, 1] from the centered window.
 
     With `mirrored`, the output is (2N,1,out,out): the N windows, then the same N mirrored left-right
-    (test-time augmentation). The window is centered, so mirroring is the x-axis matrix with its
-    output columns reversed: exactly the resize of the mirrored crop, for one extra small matmul.
+    (test-time augmentation; the window is centered, so this is the window of the mirrored crop).
     """
 
     def __init__(self, crop_size: int, fraction: float, out_size: int = 64, mirrored: bool = False):
         super().__init__()
         self.crop_size, self.fraction, self.out_size, self.mirrored = crop_size, fraction, out_size, mirrored
-        m = torch.from_numpy(window_resize_matrix(crop_size, out_size, fraction))
-        self.register_buffer("rows", m)  # (out, S): y axis
-        cols_t = m.t().contiguous()  # (S, out): x axis
-        self.register_buffer("cols_t", torch.cat([cols_t, cols_t.flip(1)], 1) if mirrored else cols_t)
+        self.window = WindowResize(crop_size, fraction, out_size)
 
     def forward(self, x_bgr: torch.Tensor, gray: torch.Tensor | None = None) -> torch.Tensor:
         """`gray` (from `scaled_gray(x_bgr)`) may be passed in when several heads share it."""
-        gray = scaled_gray(x_bgr) if gray is None else gray
-        out = torch.matmul(torch.matmul(self.rows, gray), self.cols_t) - 1.0  # rows of each matrix sum to 1
-        if self.mirrored:  # (N,out,2·out): the plain and the mirrored window side by side
-            out = torch.cat([out[..., : self.out_size], out[..., self.out_size :]], dim=0)
-        return out.unsqueeze(1)
+        out = self.window(scaled_gray(x_bgr) if gray is None else gray) - 1.0
+        return torch.cat([out, out.flip(3)], dim=0) if self.mirrored else out
 
 
 class Head(nn.Module):

@@ -15,6 +15,7 @@ import pytest
 
 from engines.heads import center_fraction, head_spec
 from engines.multitask import MultiTaskNet, NetConfig
+from engines.nets.preprocess import window_bounds
 from engines.store import ModelStore
 
 SIZE = 160
@@ -110,6 +111,20 @@ def test_each_head_reads_its_own_share_of_the_crop(head, quality, fraction):
 )
 def test_a_margin_wider_than_the_crop_uses_the_whole_crop(face_pad, crop_scale, fraction):
     assert center_fraction(face_pad, crop_scale) == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize(
+    ("size", "fraction", "bounds"),
+    [
+        (128, 0.5, (32, 96)),
+        (128, 0.8, (13, 115)),
+        (128, 0.95, (3, 125)),
+        (128, 1.0, (0, 128)),
+        (7, 0.01, (3, 4)),
+    ],
+)
+def test_windows_are_whole_pixels_with_equal_margins(size, fraction, bounds):
+    assert window_bounds(size, fraction) == bounds
 
 
 @pytest.mark.parametrize(
