@@ -1,9 +1,12 @@
-"""Live-mode benchmark: glass-to-glass latency p50/p95/max and processed fps with files paced at their own
-frame rate (`emostream live --realtime`), for each input and output mode; every figure is the median of
---runs runs, all measured in one process on one machine.
+"""Live-mode benchmark: glass-to-glass latency p50/p95/max and processed fps with files paced as a camera
+delivers them (`emostream live --realtime`), for each input, input rate and output mode; every figure is
+the median of --runs runs, all measured in one process on one machine.
 
-    python tools/bench_live.py --runs 3 --max-seconds 15 ../shared/media/pexels_woman_emotions.mp4 \
-        ../shared/media/facenet_crowd_walking_1080p.mp4
+    python tools/bench_live.py --runs 5 --max-seconds 15 --rates 30,native \
+        ../shared/media/pexels_woman_emotions.mp4 ../shared/media/facenet_crowd_walking_1080p.mp4
+
+Rate "native" paces a file at its own frame rate; a number N paces a copy whose timestamps were rescaled
+to N fps (packets remuxed, not re-encoded: same pictures, delivered faster or slower).
 
 Modes: "show" (picture drawn and published, nothing written) and "out" (also faces.jsonl, latency.csv and
 annotated.mp4, as `--out DIR` does). "backlog" is the p50 latency of the last third of a run minus that
@@ -27,6 +30,25 @@ from pipeline.live import LiveJob, run_live
 METRICS = ("captured_fps", "processed_fps", "dropped_pct", "skipped_pct", "p50", "p95", "max", "backlog")
 
 
+def retimed_copy(path: str, fps: float, out_dir: Path) -> str:
+    """An MPEG-TS copy of `path` whose timestamps are rescaled to `fps` (no re-encoding)."""
+    import av
+
+    out = out_dir / f"{Path(path).stem}_{fps:g}fps.ts"
+    with av.open(path) as src, av.open(str(out), "w", format="mpegts") as dst:
+        vin = src.streams.video[0]
+        ratio = float(vin.average_rate) / fps
+        vout = dst.add_stream_from_template(vin)
+        for packet in src.demux(vin):
+            if packet.dts is None:
+                continue
+            packet.dts = round(packet.dts * ratio)
+            packet.pts = None if packet.pts is None else round(packet.pts * ratio)
+            packet.stream = vout
+            dst.mux(packet)
+    return str(out)
+
+
 def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out" if mode == "out" else None
@@ -46,18 +68,20 @@ def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) ->
         "adds_up": s["frames_captured"] == s["frames_processed"] + s["frames_dropped"],
         "faces_per_frame": s["faces"] / max(s["frames_processed"], 1),
         "source": f"{s['input']['width']}x{s['input']['height']} @ {s['input']['fps']:.2f} fps",
+        "load_1m": os.getloadavg()[0],
     }
 
 
-def bench(path: str, mode: str, runs: int, max_seconds: float, config: AnalyzerConfig) -> dict:
+def bench(path: str, name: str, mode: str, runs: int, max_seconds: float, config: AnalyzerConfig) -> dict:
     results = [one_run(path, mode, max_seconds, config) for _ in range(runs)]
     row = {m: round(statistics.median(r[m] for r in results), 1) for m in METRICS}
     row.update(
-        input=Path(path).name,
+        input=name,
         mode=mode,
         source=results[0]["source"],
         faces_per_frame=round(statistics.median(r["faces_per_frame"] for r in results), 2),
         adds_up=all(r["adds_up"] for r in results),
+        load_1m=round(max(r["load_1m"] for r in results), 1),
         runs=runs,
     )
     return row
@@ -75,14 +99,15 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| input | source | faces/frame | mode | captured fps | processed fps | dropped % | "
-        "inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | captured = shown + dropped |"
+        "inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | captured = shown + dropped | "
+        "load (1 min, max) |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['input']} | {r['source']} | {r['faces_per_frame']} | {r['mode']} | {r['captured_fps']} | "
             f"{r['processed_fps']} | {r['dropped_pct']} | {r['skipped_pct']} | {r['p50']} | {r['p95']} | "
-            f"{r['max']} | {r['backlog']} | {'yes' if r['adds_up'] else 'NO'} |"
+            f"{r['max']} | {r['backlog']} | {'yes' if r['adds_up'] else 'NO'} | {r['load_1m']} |"
         )
     return "\n".join(lines)
 
@@ -93,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=15.0, help="per run (a shorter file ends sooner)")
     p.add_argument("--modes", default="show,out")
+    p.add_argument("--rates", default="30,native", help="input rates: 'native' or fps numbers")
     p.add_argument("--detector", default="yunet")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     config = AnalyzerConfig(detector=args.detector)
-    rows = [
-        bench(path, mode, args.runs, args.max_seconds, config)
-        for path in args.inputs
-        for mode in args.modes.split(",")
-    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in args.inputs:
+            for rate in args.rates.split(","):
+                src = path if rate == "native" else retimed_copy(path, float(rate), Path(tmp))
+                for mode in args.modes.split(","):
+                    rows.append(bench(src, Path(path).name, mode, args.runs, args.max_seconds, config))
     print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
     print(table(rows))
     if args.json:
