@@ -185,7 +185,9 @@ def compose(
     post = []
     for head in externals:
         prefix = f"{head.name}/"
-        ext = onnx_compose.add_prefix(_as_opset(_load(head.model.path), opset, model.ir_version), prefix)
+        ext = _as_opset(_load(head.model.path), opset, model.ir_version)
+        del ext.graph.value_info[:]  # inner shapes may pin a batch of 1; onnxruntime infers them again
+        ext = onnx_compose.add_prefix(ext, prefix)
         model.ir_version = ext.ir_version
         model = onnx_compose.merge_models(
             model, ext, io_map=[(head.name + INPUT_SUFFIX, prefix + head.model.input_name)]
