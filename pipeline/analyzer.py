@@ -23,6 +23,7 @@ class AnalyzerConfig:
     backend: str = "auto"
     models_dir: str | None = None
     smoothing_s: float = 0.5
+    threads: int | None = None  # CPU threads for inference (None: all cores); parallel workers set 1-2
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
 
     def __post_init__(self) -> None:
@@ -45,8 +46,9 @@ class FaceAnalyzer:
         self.timer = timer or StageTimer()
         self.detector = create_detector(config.detector, self.store)
         self.tracker = Tracker()
+        threads = {} if config.threads is None else {"intra_op_threads": config.threads}
         self.net = MultiTaskNet(
-            NetConfig(heads=config.heads, quality=config.quality), self.store, config.backend
+            NetConfig(heads=config.heads, quality=config.quality), self.store, config.backend, **threads
         )
         self.aggregator = Aggregator(smoothing_s=config.smoothing_s)
         self._frames_seen = 0
@@ -109,6 +111,15 @@ class FaceAnalyzer:
         """Locate faces frame by frame (tracking is sequential), infer them together, aggregate in order."""
         located = [self.locate(f) for f in frames]
         return [self.aggregate(b) for b in self.infer(frames, located)]
+
+    def reset(self) -> None:
+        """Forget every track and statistic (the next frame starts a new clip); models stay loaded."""
+        from pipeline.aggregate import Aggregator
+        from pipeline.track import Tracker
+
+        self.tracker = Tracker()
+        self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
+        self._frames_seen = 0
 
     def close(self) -> None:
         self.detector.close()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_PARTIAL = 3
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
 """= engines.backends.BACKEND_CHOICES, spelled out so that building the parser imports no engine code."""
 EXIT_INTERRUPTED = 130
@@ -344,14 +345,18 @@ def _clip_bar(desc: str):
     return bar, lambda path, status: bar.update(1)
 
 
-def _warn_unreadable(names: list, what: str) -> int:
-    from pipeline.offline import EXIT_PARTIAL_INPUT
-
-    if not names:
+def _warn_unreadable(names: list, what: str, also: str = "") -> int:
+    """One warning line for what could not be read (and `also`, more partial losses); exit code 3 if any."""
+    if not names and not also:
         return 0
-    first = names[0]["error"] if isinstance(names[0], dict) else names[0]
-    print(f"emostream: warning: {len(names)} {what} could not be read (first: {first})", file=sys.stderr)
-    return EXIT_PARTIAL_INPUT
+    parts = []
+    if names:
+        first = names[0]["error"] if isinstance(names[0], dict) else names[0]
+        parts.append(f"{len(names)} {what} could not be read (first: {first})")
+    if also:
+        parts.append(also.lstrip("; "))
+    print(f"emostream: warning: {'; '.join(parts)}", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -387,7 +392,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"({len(m['no_face_clips']['eval'])} without a face, {c['eval_clips'] - c['eval_with_faces']} "
         f"on the fallback); features {ex['cached']} cached, {ex['extracted']} extracted -> {args.out}"
     )
-    return _warn_unreadable(m["unreadable_clips"]["eval"] + m["unreadable_clips"]["train"], "clips")
+    partial = m["partly_decoded_clips"]
+    also = f"; {len(partial)} clips only partly readable (first: {partial[0]})" if partial else ""
+    return _warn_unreadable(m["unreadable_clips"]["eval"] + m["unreadable_clips"]["train"], "clips", also)
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:

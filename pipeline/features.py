@@ -188,12 +188,7 @@ def extract_clip(path: Path, analyzer, batch_frames: int = 8) -> ClipFeatures:
 
 def reset_analyzer(analyzer) -> None:
     """A fresh tracker, aggregator and detect-every phase for the next clip (net and detector are kept)."""
-    from pipeline.aggregate import Aggregator
-    from pipeline.track import Tracker
-
-    analyzer.tracker = Tracker()
-    analyzer.aggregator = Aggregator(smoothing_s=analyzer.config.smoothing_s)
-    analyzer._frames_seen = 0
+    analyzer.reset()
 
 
 def extract_features(
@@ -293,15 +288,10 @@ def _init_worker(config: AnalyzerConfig, threads: int) -> None:
         os.environ[var] = str(threads)
     import cv2
 
-    from engines.multitask import MultiTaskNet
     from pipeline.analyzer import FaceAnalyzer
 
     cv2.setNumThreads(threads)
-    analyzer = FaceAnalyzer(config)
-    net = analyzer.net
-    if net.backend_name == "onnxruntime":  # FaceAnalyzer's net takes every core; one per worker must not
-        analyzer.net = MultiTaskNet(net.config, analyzer.store, "onnxruntime", intra_op_threads=threads)
-    _WORKER_ANALYZER = analyzer
+    _WORKER_ANALYZER = FaceAnalyzer(dataclasses.replace(config, threads=threads))
 
 
 def _work(path: Path) -> ClipFeatures | str:

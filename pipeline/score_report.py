@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 def classification_metrics(y_true: list[str], y_pred: list[str], order: tuple[str, ...]) -> dict:
     """Accuracy; macro F1 over every class that is true or predicted (a class predicted but absent from
     the split scores F1 0); recall per class present; confusion counts (rows true, columns predicted)."""
+    import warnings
+
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
+    warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
     if not y_true:
         return {"accuracy": None, "macro_f1": None, "per_class_recall": {}, "confusion": None}
     present = [c for c in order if c in set(y_true)]

@@ -157,7 +157,8 @@ def create_backend(name: str, net_source: NetSource, **options: Any) -> Backend:
     BackendUnavailable (say, TensorRT refuses the graph) gives way to the next one.
     """
     if name != AUTO:
-        return backend_class(resolve_backend(name))(net_source, **options)
+        cls = backend_class(resolve_backend(name))
+        return cls(net_source, **_accepted(cls, options))
     failures = []
     for candidate in AUTO_ORDER[AUTO_ORDER.index(resolve_backend(AUTO)) :]:
         if unavailable_reason(candidate) is not None:
