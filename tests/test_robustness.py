@@ -80,3 +80,99 @@ def test_odd_but_valid_input_just_works(folder, media_dir, name):
         assert sum(1 for _ in c.decode(video=0)) == summary["frames_processed"]
     if name in {"still-image-as.mp4", "8k.png", "grayscale.png", "16-bit.png"}:
         assert summary["faces"] == 1
+
+
+def _live(path, out, as_nobody=False):
+    return emostream(
+        "live", "--source", path, "--max-seconds", "8", "--no-window", "--out", out, as_nobody=as_nobody
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "code"),
+    [(B.UNUSABLE, n, 2) for n in B.UNUSABLE]
+    + [
+        (B.PARTIAL, "truncated-30pct.mp4", 3),
+        (B.ODD, "1x1.png", 0),
+        (B.ODD, "resolution-change.ts", 0),
+        (B.ODD, "16-bit.png", 0),
+    ],
+)
+def test_live_source_gives_the_same_word_as_run(folder, media_dir, kind, name, code):
+    path = B.build(kind, name, folder, media_dir)
+    r = _live(path, folder / "out", as_nobody=name == "unreadable.mp4" and os.geteuid() == 0)
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr
+    if code:
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and path.name in lines[0]
+    if code != 2:
+        summary = json.loads((folder / "out" / "summary.json").read_text())
+        rows = (folder / "out" / "faces.jsonl").read_text().splitlines()
+        assert all(json.loads(line) for line in rows)
+        assert summary["frames_captured"] == summary["frames_processed"] + summary["frames_dropped"]
+
+
+def _dataset_with(folder, media_dir, bad_name):
+    """AFEW layout: one good clip and one clip from the bad-input corpus in the eval split."""
+    happy = folder / "ds" / "val" / "Happy"
+    happy.mkdir(parents=True)
+    shutil.copy(media_dir / "pyfeat_single_face.mp4", happy / "good.mp4")
+    for kind in (B.UNUSABLE, B.PARTIAL):
+        if bad_name in kind:
+            src = B.build(kind, bad_name, folder, media_dir)
+            shutil.copy(src, happy / "bad.mp4")
+    return folder / "ds"
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("random-bytes.mp4", "could not be read"),
+        ("audio-only.mp4", "could not be read"),
+        ("truncated-30pct.mp4", "only partly readable"),
+    ],
+)
+def test_score_reports_bad_clips_and_scores_the_rest(folder, media_dir, name, fragment):
+    ds = _dataset_with(folder, media_dir, name)
+    r = emostream(
+        "score",
+        ds,
+        "--protocol",
+        "afew",
+        "--eval",
+        "val",
+        "--classifier",
+        "zeroshot",
+        "--out",
+        folder / "out",
+        "--detect-every",
+        "3",
+    )
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "bad.mp4" in lines[0]
+    predictions = (folder / "out" / "predictions.csv").read_text().splitlines()
+    assert len(predictions) == 3  # header + both clips: the bad one still gets a (fallback) prediction
+
+
+@pytest.mark.parametrize("dataset", ["missing-folder", "a-file.mp4", "empty-folder"])
+def test_score_on_an_unusable_dataset_exits_2(folder, dataset):
+    path = folder / dataset
+    if dataset == "a-file.mp4":
+        path.write_bytes(b"x")
+    elif dataset == "empty-folder":
+        path.mkdir()
+    r = emostream(
+        "score",
+        path,
+        "--protocol",
+        "afew",
+        "--eval",
+        "val",
+        "--classifier",
+        "zeroshot",
+        "--out",
+        folder / "out",
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
