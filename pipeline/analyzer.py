@@ -18,7 +18,7 @@ from pipeline.timing import StageTimer
 class AnalyzerConfig:
     detector: str = "yunet"
     detect_every: int = 1
-    heads: tuple[str, ...] = ("emotion", "gender")
+    heads: tuple[str, ...] = ("emotion", "gender", "age")
     quality: str = "fast"
     backend: str = "auto"
     models_dir: str | None = None

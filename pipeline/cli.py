@@ -30,9 +30,16 @@ def _add_analyzer_args(p: argparse.ArgumentParser) -> None:
         "--detect-every", type=int, default=1, metavar="N", help="detect on every Nth frame, track between"
     )
     p.add_argument(
-        "--heads", default="emotion,gender", help="comma-separated head set (default: emotion,gender)"
+        "--heads",
+        default="emotion,gender,age",
+        help="comma-separated head set from emotion, gender, age, gender_ssr (default: emotion,gender,age)",
     )
-    p.add_argument("--quality", default="fast", choices=["fast", "accurate"])
+    p.add_argument(
+        "--quality",
+        default="fast",
+        choices=["fast", "accurate", "affectnet"],
+        help="fast: mini XCEPTION; accurate: mini+big XCEPTION, flip TTA; affectnet: HSEmotion (downloaded)",
+    )
     p.add_argument(
         "--backend",
         default="auto",

@@ -79,6 +79,10 @@ def face_records(batch: FaceBatch) -> list[dict]:
             r["gender"], r["p_man"] = ("man" if p_man >= 0.5 else "woman"), round(p_man, 4)
         if "age" in out:
             r["age"] = round(float(out["age"][i]), 1)
+        if "gender_ssr" in out:
+            r["p_man_ssr"] = round(float(out["gender_ssr"][i]), 4)
+        if "contempt" in out:  # AffectNet's eighth class, kept beside the seven FER2013 emotions
+            r["contempt"] = round(float(out["contempt"][i]), 4)
         if "head_label" in out:  # a few-shot head (`run --head`): its class and probability
             r["head"], r["head_p"] = str(out["head_label"][i]), round(float(np.max(out["head"][i])), 4)
         rows.append(r)
