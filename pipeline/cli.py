@@ -189,9 +189,11 @@ def cmd_live(args: argparse.Namespace) -> int:
         print("emostream: interrupted; outputs are complete up to the last shown frame", file=sys.stderr)
         return EXIT_INTERRUPTED
     if s["source_lost"] or s["input"]["decode_errors"]:
+        errors = [e["detail"] for e in s["source_events"] if e["event"] == "error"]
+        why = errors[-1] if errors else f"{s['input']['decode_errors']} decode errors"
         print(
             f"emostream: warning: {job.shown_as}: source lost or only partly readable "
-            f"({s['reconnects']} reconnects, {s['input']['decode_errors']} decode errors)",
+            f"({why}; {s['reconnects']} reconnects)",
             file=sys.stderr,
         )
         return EXIT_PARTIAL_INPUT
