@@ -153,7 +153,12 @@ def _parse_serve(text: str) -> tuple[str, int]:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from pipeline.live import LiveJob, has_display, run_live
+    from pipeline.live_window import has_display, prepare_gui
+
+    window = has_display() and not args.no_window
+    if window:
+        prepare_gui()  # before anything loads PyAV: see pipeline/live_window.py
+    from pipeline.live import LiveJob, run_live
     from pipeline.offline import EXIT_PARTIAL_INPUT
 
     if args.max_seconds is not None and args.max_seconds <= 0:
@@ -166,7 +171,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         realtime=args.realtime,
         max_seconds=args.max_seconds,
         serve=_parse_serve(args.serve) if args.serve else None,
-        window=has_display() and not args.no_window,
+        window=window,
         write_video=not args.no_video,
         overwrite=args.overwrite,
     )

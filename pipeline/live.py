@@ -10,7 +10,6 @@ Accounting: frames captured == processed (shown) + dropped, always.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -25,6 +24,7 @@ from pipeline.live_capture import Backoff, CaptureThread
 from pipeline.live_outputs import LatencyLog, LiveOutputs, clear_latency_csv
 from pipeline.live_stages import POLL_S, DetectWorker, InferWorker, LatestOutputs
 from pipeline.live_summary import build_summary, preview_state
+from pipeline.live_window import WindowDisplay, has_display
 from pipeline.mailbox import Mailbox
 from pipeline.runner import END, Failure
 from pipeline.sinks import prepare_out_dir
@@ -69,11 +69,6 @@ def live_analyzer(config: AnalyzerConfig) -> FaceAnalyzer:
             net.config, analyzer.store, "onnxruntime", intra_op_threads=LIVE_INTRA_OP_THREADS
         )
     return analyzer
-
-
-def has_display() -> bool:
-    """True where an X display is set (the OpenCV window needs one)."""
-    return bool(os.environ.get("DISPLAY"))
 
 
 def open_live_source(job: LiveJob):
@@ -146,27 +141,6 @@ def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> Li
         for part in (window, preview, outputs):
             if part is not None:
                 part.close()
-
-
-class WindowDisplay:
-    """An OpenCV window; `show` returns False once q or Esc was pressed."""
-
-    def __init__(self, title: str) -> None:
-        import cv2
-
-        self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-
-    def show(self, image_bgr) -> bool:
-        import cv2
-
-        cv2.imshow(self.title, image_bgr)
-        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
-
-    def close(self) -> None:
-        import cv2
-
-        cv2.destroyWindow(self.title)
 
 
 class LiveRun:
@@ -259,3 +233,6 @@ class LiveRun:
         self.faces += len(batch)
         if self.outputs is not None:
             self.outputs.submit(frame, (known, unknown), image, row)
+
+
+__all__ = ["Backoff", "LiveJob", "LiveRun", "has_display", "live_analyzer", "run_live"]
