@@ -67,16 +67,18 @@ def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) ->
         "backlog": lat["last_third_p50"] - lat["first_third_p50"],
         "adds_up": s["frames_captured"] == s["frames_processed"] + s["frames_dropped"],
         "faces_per_frame": s["faces"] / max(s["frames_processed"], 1),
-        "source": f"{s['input']['width']}x{s['input']['height']} @ {s['input']['fps']:.2f} fps",
+        "source": f"{s['input']['width']}x{s['input']['height']}",
+        "native_fps": s["input"]["fps"],
         "load_1m": os.getloadavg()[0],
     }
 
 
-def bench(path: str, name: str, mode: str, runs: int, max_seconds: float, config: AnalyzerConfig) -> dict:
-    results = [one_run(path, mode, max_seconds, config) for _ in range(runs)]
+def bench(path: str, name: str, rate: str, mode: str, runs: int, seconds: float, config) -> dict:
+    results = [one_run(path, mode, seconds, config) for _ in range(runs)]
     row = {m: round(statistics.median(r[m] for r in results), 1) for m in METRICS}
     row.update(
         input=name,
+        rate=f"{results[0]['native_fps']:.2f} (native)" if rate == "native" else f"{float(rate):g} (retimed)",
         mode=mode,
         source=results[0]["source"],
         faces_per_frame=round(statistics.median(r["faces_per_frame"] for r in results), 2),
@@ -98,14 +100,15 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| input | source | faces/frame | mode | captured fps | processed fps | dropped % | "
+        "| input | size | paced at fps | faces/frame | mode | captured fps | processed fps | dropped % | "
         "inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | captured = shown + dropped | "
         "load (1 min, max) |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         lines.append(
-            f"| {r['input']} | {r['source']} | {r['faces_per_frame']} | {r['mode']} | {r['captured_fps']} | "
+            f"| {r['input']} | {r['source']} | {r['rate']} | {r['faces_per_frame']} | {r['mode']} | "
+            f"{r['captured_fps']} | "
             f"{r['processed_fps']} | {r['dropped_pct']} | {r['skipped_pct']} | {r['p50']} | {r['p95']} | "
             f"{r['max']} | {r['backlog']} | {'yes' if r['adds_up'] else 'NO'} | {r['load_1m']} |"
         )
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates.split(","):
                 src = path if rate == "native" else retimed_copy(path, float(rate), Path(tmp))
                 for mode in args.modes.split(","):
-                    rows.append(bench(src, Path(path).name, mode, args.runs, args.max_seconds, config))
+                    rows.append(bench(src, Path(path).name, rate, mode, args.runs, args.max_seconds, config))
     print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
     print(table(rows))
     if args.json:
