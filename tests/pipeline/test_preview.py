@@ -121,8 +121,11 @@ def _picture_box(shot: np.ndarray) -> tuple[int, int, int, int]:
     unlike = cv2.morphologyEx(unlike, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     _, _, stats, _ = cv2.connectedComponentsWithStats(unlike)
     x, y, w, h, _ = stats[1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])]
-    assert w > 200 and h > 100, "no picture on the page"
-    return x, y, x + w, y + h
+    rows = np.flatnonzero(unlike[y : y + h, x : x + w].mean(1) > 0.5)
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)  # the picture, not the caption's text
+    picture = max(runs, key=len)
+    assert w > 200 and len(picture) > 100, "no picture on the page"
+    return x, y + picture[0], x + w, y + picture[-1] + 1
 
 
 def _best_match(picture: np.ndarray, frames: list[np.ndarray]) -> float:
