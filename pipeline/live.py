@@ -10,6 +10,7 @@ Accounting: frames captured == processed (shown) + dropped, always.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -59,16 +60,10 @@ spin-waits between calls and starves the detector."""
 
 
 def live_analyzer(config: AnalyzerConfig) -> FaceAnalyzer:
-    """A FaceAnalyzer whose onnxruntime network runs on one thread (see LIVE_INTRA_OP_THREADS)."""
-    analyzer = FaceAnalyzer(config)
-    if analyzer.net.backend_name == "onnxruntime":
-        from engines.multitask import MultiTaskNet
-
-        net = analyzer.net
-        analyzer.net = MultiTaskNet(
-            net.config, analyzer.store, "onnxruntime", intra_op_threads=LIVE_INTRA_OP_THREADS
-        )
-    return analyzer
+    """A FaceAnalyzer for live mode: CPU inference on LIVE_INTRA_OP_THREADS unless `config.threads` is set."""
+    if config.threads is None:
+        config = dataclasses.replace(config, threads=LIVE_INTRA_OP_THREADS)
+    return FaceAnalyzer(config)
 
 
 def open_live_source(job: LiveJob):
