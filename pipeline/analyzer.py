@@ -17,13 +17,13 @@ from pipeline.timing import StageTimer
 @dataclass(frozen=True)
 class AnalyzerConfig:
     detector: str = "yunet"
-    detect_every: int = 1
+    detect_every: int = 3  # detection is the costliest stage; the tracker carries boxes in between
     heads: tuple[str, ...] = ("emotion", "gender", "age")
     quality: str = "fast"
     backend: str = "auto"
     models_dir: str | None = None
     smoothing_s: float = 0.5
-    threads: int | None = None  # CPU threads for inference (None: all cores); parallel workers set 1-2
+    threads: int | None = 1  # CPU threads for inference; 1 measured best beside decode/detect/encode threads
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
 
     def __post_init__(self) -> None:

@@ -27,7 +27,11 @@ def _add_analyzer_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     p.add_argument("--detector", default="yunet", choices=["yunet", "blazeface", "blazeface-full"])
     p.add_argument(
-        "--detect-every", type=int, default=1, metavar="N", help="detect on every Nth frame, track between"
+        "--detect-every",
+        type=int,
+        default=3,
+        metavar="N",
+        help="detect on every Nth frame, the tracker predicts boxes between (default 3; 1 = every frame)",
     )
     p.add_argument(
         "--heads",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -58,6 +59,16 @@ class _Outputs:
             self.video.close()
 
 
+def set_cv_threads(info) -> None:
+    """OpenCV (the detector) on one thread for 720p and up, where decoding and encoding need the cores.
+
+    Measured on 2 cores (docs/benchmarks.md): 1080p 21 -> 33 fps with one thread; 640x360 is faster with two.
+    """
+    import cv2
+
+    cv2.setNumThreads(1 if info.width * info.height >= 1280 * 720 else min(2, os.cpu_count() or 1))
+
+
 def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None = None) -> dict:
     """Process `job.input` into `job.out_dir`; returns the summary (also written as summary.json)."""
     from pipeline.capture import open_source
@@ -65,6 +76,7 @@ def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None
     out = prepare_out_dir(job.out_dir, job.overwrite)
     timer = StageTimer()
     source = open_source(job.input)
+    set_cv_threads(source.info)
     analyzer = outputs = None
     try:
         t0 = time.perf_counter()

@@ -188,7 +188,13 @@ class VideoSink:
         self._stream.codec_context.time_base = self.TIME_BASE
         self._stream.time_base = self.TIME_BASE
         # a keyframe, hence an MP4 fragment, every ~2 s: a hard kill loses at most that much video
-        self._stream.options = {"preset": preset, "crf": "23", "g": str(max(1, round(2 * float(rate))))}
+        # two encoder threads: x264's default (1.5 per core) starved the other stages on 2 cores
+        self._stream.options = {
+            "preset": preset,
+            "crf": "23",
+            "g": str(max(1, round(2 * float(rate)))),
+            "threads": "2",
+        }
         self._last_pts = -1
         self.frames = 0
 

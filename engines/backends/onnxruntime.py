@@ -25,6 +25,9 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
+        # Idle worker threads must sleep, not spin: the pipeline's decode, detect and encode threads need
+        # those cores between inference calls (spinning costs them throughput on a 2-core machine).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.intra_op_threads = opts.intra_op_num_threads
         self.onnx_path = net_source.onnx_path
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
