@@ -16,6 +16,7 @@ of the first third: near 0 when latency does not grow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -123,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="show,out")
     p.add_argument("--rates", default="30,native", help="input rates: 'native' or fps numbers")
     p.add_argument("--detector", default="yunet")
+    p.add_argument("--detect-every", type=int, help="detect on every Nth frame (default: the analyzer's)")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     config = AnalyzerConfig(detector=args.detector)
+    if args.detect_every:
+        config = dataclasses.replace(config, detect_every=args.detect_every)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.inputs:
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in args.modes.split(","):
                     rows.append(bench(src, Path(path).name, rate, mode, args.runs, args.max_seconds, config))
     print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
+    heads = ",".join(config.heads)
+    print(f"analyzer: detector {config.detector}, detect every {config.detect_every}, heads {heads}")
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
