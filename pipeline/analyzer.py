@@ -13,6 +13,12 @@ import numpy as np
 from pipeline.frames import FaceBatch, Frame
 from pipeline.timing import StageTimer
 
+COARSE_MIN_FACE_PX = 48
+"""The smallest tracked face, in the detector's input pixels, when detecting at a reduced size."""
+COARSE_MIN_SIDE = 160
+FULL_SCAN_EVERY_S = 1.0
+"""Longest time between full-size detections while coarse ones run (new small faces appear within it)."""
+
 
 @dataclass(frozen=True)
 class AnalyzerConfig:
@@ -23,6 +29,7 @@ class AnalyzerConfig:
     backend: str = "auto"
     models_dir: str | None = None
     smoothing_s: float = 0.5
+    coarse_detection: bool = True  # detect at a lower resolution while every tracked face is large
     threads: int | None = 1  # CPU threads for inference; 1 measured best beside decode/detect/encode threads
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
 
@@ -52,6 +59,7 @@ class FaceAnalyzer:
         )
         self.aggregator = Aggregator(smoothing_s=config.smoothing_s)
         self._frames_seen = 0
+        self._full_scan_s = -np.inf
         self.head = None
         if config.extra_head:
             from pipeline.fewshot import load_head
@@ -63,12 +71,33 @@ class FaceAnalyzer:
         detect_now = self._frames_seen % self.config.detect_every == 0
         self._frames_seen += 1
         if detect_now:
+            side = self._coarse_side(frame)
             with self.timer("detect"):
-                found = self.detector.detect(frame)
+                found = self.detector.detect(frame, max_side=side)
+            if side is None:
+                self._full_scan_s = frame.time_s
             with self.timer("track"):
                 return self.tracker.update(found)
         with self.timer("track"):
             return self.tracker.predict(frame.index, frame.time_s, frame.wh)
+
+    def _coarse_side(self, frame: Frame) -> int | None:
+        """A smaller detector input when every tracked face is large, else None (the detector's default).
+
+        Detection cost grows with input pixels; a 200 px face is still found at a quarter of the size. The
+        smallest tracked face is kept at >= COARSE_MIN_FACE_PX on the detector's input, and a full-size
+        scan runs at least every FULL_SCAN_EVERY_S so that new, smaller faces are still found.
+        """
+        cfg = self.config
+        boxes = self.tracker.active_boxes()
+        stale = frame.time_s - self._full_scan_s >= FULL_SCAN_EVERY_S
+        if not cfg.coarse_detection or boxes is None or not len(boxes) or stale:
+            return None
+        smallest = float(np.min(boxes[:, 2:] - boxes[:, :2]))
+        long_side = max(frame.wh)
+        side = max(COARSE_MIN_SIDE, int(long_side * COARSE_MIN_FACE_PX / max(smallest, 1.0)))
+        side = -(-side // 32) * 32  # a few sizes only: each new size reconfigures the detector
+        return side if side < min(long_side, self.detector.max_side) else None
 
     def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
         """Crop every face of every frame, run the network once, split the outputs back per frame.
@@ -120,6 +149,7 @@ class FaceAnalyzer:
         self.tracker = Tracker()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
         self._frames_seen = 0
+        self._full_scan_s = -np.inf
 
     def close(self) -> None:
         self.detector.close()

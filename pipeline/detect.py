@@ -39,7 +39,9 @@ class DetectorError(EmostreamError, ValueError):
 class Detector(Protocol):
     """Finds faces in one frame; boxes and landmarks in the frame's full-resolution pixels."""
 
-    def detect(self, frame: Frame) -> FaceBatch: ...
+    def detect(self, frame: Frame, max_side: int | None = None) -> FaceBatch:
+        """`max_side` (optional) overrides the detector's input size for this frame."""
+        ...
 
     def close(self) -> None: ...
 
@@ -77,8 +79,8 @@ class YuNetDetector:
                 str(model_path), "", self._input_wh, score_threshold, nms_threshold, top_k
             )
 
-    def detect(self, frame: Frame) -> FaceBatch:
-        small, scale_xy = _reduced(frame.image_bgr, self.max_side)
+    def detect(self, frame: Frame, max_side: int | None = None) -> FaceBatch:
+        small, scale_xy = _reduced(frame.image_bgr, max_side or self.max_side)
         input_wh = (small.shape[1], small.shape[0])
         if input_wh != self._input_wh:
             self._net.setInputSize(input_wh)
@@ -123,8 +125,8 @@ class BlazeFaceDetector:
             self._task.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=_BLANK_RGB))
         _OPEN_TASKS.add(self)
 
-    def detect(self, frame: Frame) -> FaceBatch:
-        small, scale_xy = _reduced(frame.image_bgr, self.max_side)
+    def detect(self, frame: Frame, max_side: int | None = None) -> FaceBatch:
+        small, scale_xy = _reduced(frame.image_bgr, max_side or self.max_side)
         rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
         found = self._task.detect(image).detections

@@ -130,6 +130,16 @@ class Tracker:
         """Ids of confirmed tracks that were detected at the last detection pass."""
         return [t.track_id for t in self._tracks if t.track_id != UNTRACKED and t.active]
 
+    def active_boxes(self) -> np.ndarray | None:
+        """(K,4) xyxy of every track (tentative too) at its last detection; None while any track is lost.
+
+        Lets the caller size the next detection: a lost face may be smaller or partly hidden, so the
+        caller should look at full resolution then.
+        """
+        if any(not t.active for t in self._tracks):
+            return None
+        return np.array([_to_xyxy(t.state) for t in self._tracks], np.float32).reshape(-1, 4)
+
     def update(self, batch: FaceBatch) -> FaceBatch:
         """Match this frame's detections to tracks; returns the kept rows with their track ids."""
         t_now, boxes, scores = batch.time_s, batch.xyxy, batch.scores
