@@ -7,55 +7,30 @@ replicated outside the image (grid_sample padding_mode="border" = cv2.BORDER_REP
 shrunk by more than 2x sampled from a pyrDown level of the frame (5x5 binomial blur with reflect-101
 borders, every second pixel, rounded to uint8 at each level as cv2.pyrDown does).
 
-`warp_crops_cv2` is the same recipe on the CPU with OpenCV (engines must not import pipeline): the
-benchmark's CPU preprocessing, and the reference the device path is tested against.
+`engines.crops.warp_crops_cv2` (re-exported here) is the same recipe on the CPU with OpenCV: the pipeline's
+and the benchmark's CPU path, and the reference the device path is tested against.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_PYRAMID_LEVEL = 6
+from engines.crops import MAX_PYRAMID_LEVEL, level_matrix, pyramid_level, warp_crops_cv2
+
+__all__ = [
+    "MAX_PYRAMID_LEVEL",
+    "crop_frames",
+    "level_matrix",
+    "pyramid_level",
+    "warp_crops",
+    "warp_crops_cv2",
+]
+
 _BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
-
-
-def pyramid_level(matrix: np.ndarray, max_level: int = MAX_PYRAMID_LEVEL) -> int:
-    """How many 2x pyrDown steps bring a crop's pixels-per-image-pixel back to at least 0.5."""
-    k = math.hypot(float(matrix[0, 0]), float(matrix[1, 0]))
-    if not k > 0 or k >= 0.5:
-        return 0
-    return min(max_level, math.ceil(math.log2(0.5 / k)))
-
-
-def level_matrix(matrix: np.ndarray, level: int) -> np.ndarray:
-    """The image->crop matrix for pyramid `level` (a level-l pixel x sits at 2**l x in the image)."""
-    mat = np.array(matrix, np.float64)
-    mat[:, :2] *= 2**level
-    return mat
-
-
-def warp_crops_cv2(image_bgr: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
-    """(N,size,size,3) uint8 crops with cv2.warpAffine, from the pyramid level each face needs."""
-    out = np.empty((len(matrices), size, size, 3), np.uint8)
-    pyramid = [image_bgr]
-    for i, mat in enumerate(np.asarray(matrices, np.float64).reshape(-1, 2, 3)):
-        level = pyramid_level(mat)
-        while len(pyramid) <= level:
-            pyramid.append(cv2.pyrDown(pyramid[-1]))
-        out[i] = cv2.warpAffine(
-            pyramid[level],
-            level_matrix(mat, level),
-            (size, size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-    return out
 
 
 def upload_frame(image_bgr: np.ndarray, device: torch.device | str) -> torch.Tensor:

@@ -14,11 +14,9 @@ the warp so that a GPU backend can warp on the device with the same numbers.
 
 from __future__ import annotations
 
-import math
-
-import cv2
 import numpy as np
 
+from engines.crops import warp_crops_cv2
 from pipeline.frames import FaceBatch
 
 TEMPLATE_UNIT = (
@@ -37,7 +35,6 @@ BOX_FACE_DY = -0.09
 """Shift of the unit face square's center from the box center, as a fraction of max(w,h) (YuNet boxes reach
 lower on the chin than the template square: landmark fits put the box center at y 0.56-0.61 of the square)."""
 
-BORDER_MODE = cv2.BORDER_REPLICATE
 """Outside the image the crop repeats the edge pixels. At scale 2 faces near the frame edge need padding;
 replicated edges keep the crop's brightness statistics natural, where black bars would add strong artificial
 edges for the CNNs and darken the gray-level input. (torch grid_sample's padding_mode="border" matches.)"""
@@ -99,26 +96,6 @@ def crop_faces(image_bgr: np.ndarray, batch: FaceBatch, size: int = 128, scale: 
     Faces shrunk by more than 2x are warped from a cv2.pyrDown level of the image instead (bilinear
     sampling alone would alias); the placement is the same.
     """
-    out = np.empty((len(batch), size, size, 3), np.uint8)
     if not len(batch):
-        return out
-    mats = crop_matrices(batch, size, scale).astype(np.float64)
-    pyramid = [image_bgr]
-    for i, mat in enumerate(mats):
-        level = _pyramid_level(mat)
-        while len(pyramid) <= level:
-            pyramid.append(cv2.pyrDown(pyramid[-1]))
-        mat = mat.copy()
-        mat[:, :2] *= 2**level  # pyrDown pixel x sits at 2x in the level above
-        out[i] = cv2.warpAffine(
-            pyramid[level], mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=BORDER_MODE
-        )
-    return out
-
-
-def _pyramid_level(mat: np.ndarray, max_level: int = 6) -> int:
-    """How many 2x pyrDown steps bring the crop's pixels-per-image-pixel back to at least 0.5."""
-    k = math.hypot(mat[0, 0], mat[1, 0])
-    if not k > 0 or k >= 0.5:
-        return 0
-    return min(max_level, math.ceil(math.log2(0.5 / k)))
+        return np.empty((0, size, size, 3), np.uint8)
+    return warp_crops_cv2(image_bgr, crop_matrices(batch, size, scale), size)
