@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
 from pipeline.frames import Frame, SourceInfo
 from pipeline.live_capture import Backoff, CaptureThread
-from pipeline.live_outputs import LatencyLog, LiveOutputs, clear_latency_csv
+from pipeline.live_outputs import LatencyLog, LiveOutputs
 from pipeline.live_stages import POLL_S, DetectWorker, InferWorker, LatestOutputs
 from pipeline.live_summary import build_summary, preview_state
 from pipeline.live_window import WindowDisplay, has_display
@@ -99,8 +99,6 @@ def run_live(
     `stop` (optional) ends the run from another thread, like the end of the source.
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
-    if out is not None:
-        clear_latency_csv(out, job.overwrite)
     source = open_live_source(job)
     own = analyzer is None
     try:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import OutputError
 from pipeline.frames import FaceBatch, Frame
 from pipeline.runner import END, Consumer, put
 from pipeline.sinks import JsonlSink, VideoSink
@@ -123,11 +122,3 @@ class LiveOutputs:
     @property
     def counts(self) -> dict[str, int]:
         return {"faces.jsonl": self.jsonl.lines, "annotated.mp4": self.video.frames if self.video else 0}
-
-
-def clear_latency_csv(out_dir: Path, overwrite: bool) -> None:
-    """latency.csv of an earlier run: refused like the other outputs, removed with --overwrite."""
-    path = Path(out_dir) / LATENCY_CSV
-    if path.exists() and not overwrite:
-        raise OutputError(f"--out {out_dir} already holds {LATENCY_CSV} from an earlier run; use --overwrite")
-    path.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.errors import OutputError
 from pipeline.frames import EMOTIONS, FaceBatch
 
-OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png")
+OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png", "latency.csv")
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
