@@ -30,6 +30,7 @@ class AnalyzerConfig:
     models_dir: str | None = None
     smoothing_s: float = 0.5
     coarse_detection: bool = True  # detect at a lower resolution while every tracked face is large
+    attributes_every_s: float = 1.0  # gender/age per track this often (0: every face, every frame)
     threads: int | None = 1  # CPU threads for inference; 1 measured best beside decode/detect/encode threads
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
 
@@ -65,6 +66,27 @@ class FaceAnalyzer:
             from pipeline.fewshot import load_head
 
             self.head = load_head(config.extra_head, config)
+        self.refresh = self._attribute_refresh(threads)
+
+    def _attribute_refresh(self, threads: dict):
+        """Per-track gender/age refresh, where it applies: attribute heads present, CPU crops, and no
+        few-shot head (which reads every face's full embedding)."""
+        from engines.multitask import MultiTaskNet, NetConfig
+        from pipeline.attributes import AttributeRefresh
+
+        cfg = self.config
+        device_crops = getattr(self.net.backend, "run_frames", None) is not None
+        if (
+            cfg.attributes_every_s <= 0
+            or set(cfg.heads) <= {"emotion"}
+            or self.head is not None
+            or device_crops
+        ):
+            return None
+        emotion = MultiTaskNet(
+            NetConfig(heads=("emotion",), quality=cfg.quality), self.store, cfg.backend, **threads
+        )
+        return AttributeRefresh(self.net, emotion, cfg.attributes_every_s)
 
     def locate(self, frame: Frame) -> FaceBatch:
         """Detect (every Nth frame) or predict, then track: boxes with stable ids for one frame."""
@@ -123,7 +145,7 @@ class FaceAnalyzer:
                     for f, b in zip(frames, batches, strict=True)
                 ]
             with self.timer("infer"):
-                outputs = self.net.infer(np.concatenate(crops))
+                outputs = self._infer_crops(np.concatenate(crops), batches)
         if self.head is not None:
             outputs = {**outputs, **self.head.outputs(outputs)}
         bounds = np.cumsum([0, *(len(b) for b in batches)])
@@ -131,6 +153,13 @@ class FaceAnalyzer:
             b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
             for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
         ]
+
+    def _infer_crops(self, crops: np.ndarray, batches: list[FaceBatch]) -> dict[str, np.ndarray]:
+        if self.refresh is None:
+            return self.net.infer(crops)
+        track_ids = np.concatenate([b.track_ids for b in batches])
+        times_s = np.concatenate([np.full(len(b), b.time_s) for b in batches])
+        return self.refresh.infer(crops, track_ids, times_s)
 
     def aggregate(self, batch: FaceBatch) -> FaceBatch:
         with self.timer("aggregate"):

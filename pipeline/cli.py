@@ -472,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"emostream: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
+    finally:  # the outputs are final now: a late Ctrl-C must not turn the exit code into a signal death
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -234,10 +234,9 @@ def extract_features(
 
 
 def _feature_config(config: AnalyzerConfig) -> AnalyzerConfig:
-    """The analyzer config features are made with: no few-shot head (features are what heads train on)."""
-    if getattr(config, "extra_head", None):
-        config = dataclasses.replace(config, extra_head=None)
-    return config
+    """The analyzer config features are made with: no few-shot head (features are what heads train on), and
+    the full graph on every face (the fused embedding of each frame, not per-track attribute refresh)."""
+    return dataclasses.replace(config, extra_head=None, attributes_every_s=0.0)
 
 
 def _cache_path(cache: Path, digest: str, ms: dict) -> Path:

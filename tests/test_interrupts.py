@@ -15,14 +15,22 @@ import pytest
 SEED = 20261122
 
 
+def _long_input(media_dir, folder, loops=6):
+    """pexels_woman_emotions.mp4 six times over (2,832 frames): long enough that a signal lands mid-run."""
+    (folder / "clip.mp4").symlink_to(media_dir / "pexels_woman_emotions.mp4")
+    (folder / "long.ffconcat").write_text("ffconcat version 1.0\n" + "file clip.mp4\n" * loops)
+    return folder / "long.ffconcat"
+
+
 def _start(media_dir, out):
+    src = _long_input(media_dir, out.parent)
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "pipeline.cli",
             "run",
-            str(media_dir / "pexels_woman_emotions.mp4"),
+            str(src),
             "--out",
             str(out),
         ],

@@ -105,7 +105,8 @@ class _Slow:
 
 
 def _slow_run(media_dir, tmp_path, part: str, method: str, delay_s: float, seconds: float = 5):
-    analyzer = live_analyzer(AnalyzerConfig(detect_every=1))  # the slowed stage runs on every frame
+    # the slowed stage runs on every frame and is the only inference path
+    analyzer = live_analyzer(AnalyzerConfig(detect_every=1, attributes_every_s=0.0))
     setattr(analyzer, part, _Slow(getattr(analyzer, part), method, delay_s))
     job = LiveJob(source=str(media_dir / WOMAN), out_dir=tmp_path / "out", realtime=True, max_seconds=seconds)
     try:

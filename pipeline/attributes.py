@@ -1,0 +1,66 @@
+"""Per-track attribute refresh: gender and age once per track every `every_s`, emotion on every face.
+
+A person's gender and age do not change from frame to frame, but their heads cost about 2.4x the emotion
+head (docs/models.md). Faces whose track was refreshed less than `every_s` ago run the emotion-only graph
+and take their attributes from the track's last full inference; new or untracked faces, and stale tracks,
+run the full graph. Both graphs hold the same emotion head, so emotions are the same either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVICT_AFTER_S = 30.0
+"""Tracks not refreshed for this long are forgotten (memory stays bounded on endless streams)."""
+
+
+class AttributeRefresh:
+    """Splits a batch of crops between the full and the emotion-only net and merges their outputs."""
+
+    def __init__(self, full_net, emotion_net, every_s: float) -> None:
+        self.full, self.emotion, self.every_s = full_net, emotion_net, every_s
+        self._cache: dict[int, tuple[float, dict[str, np.ndarray]]] = {}
+        self.full_rows = self.emotion_rows = 0
+
+    def stale(self, track_ids: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """True for faces that need the full graph: untracked ones, and the first row of each track that is
+        unseen or was refreshed >= every_s ago (its later rows in the same batch reuse that refresh)."""
+        need, taken = np.zeros(len(track_ids), bool), set()
+        for row, (tid, t) in enumerate(zip(track_ids.tolist(), times_s.tolist(), strict=True)):
+            last = self._cache.get(tid)
+            expired = last is None or t - last[0] >= self.every_s
+            need[row] = tid < 0 or (expired and tid not in taken)
+            if need[row]:
+                taken.add(tid)
+        return need
+
+    def infer(self, crops: np.ndarray, track_ids: np.ndarray, times_s: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for every crop, as the full graph names them (without `embedding`, which only fresh
+        rows would have)."""
+        stale = self.stale(track_ids, times_s)
+        fresh = self.full.infer(crops[stale])
+        quick = self.emotion.infer(crops[~stale])
+        self.full_rows += int(stale.sum())
+        self.emotion_rows += int((~stale).sum())
+        self._remember(fresh, track_ids[stale], times_s[stale], set(fresh) - set(quick))
+        merged = {}
+        for key, values in fresh.items():
+            if key == "embedding":
+                continue
+            out = np.empty((len(crops), *values.shape[1:]), values.dtype)
+            out[stale] = values
+            if key in quick:
+                out[~stale] = quick[key]
+            else:
+                out[~stale] = [self._cache[tid][1][key] for tid in track_ids[~stale]]
+            merged[key] = out
+        return merged
+
+    def _remember(self, fresh: dict, track_ids: np.ndarray, times_s: np.ndarray, keys: set[str]) -> None:
+        keys.discard("embedding")
+        for row, (tid, t) in enumerate(zip(track_ids, times_s, strict=True)):
+            if tid >= 0:
+                self._cache[int(tid)] = (float(t), {k: fresh[k][row] for k in keys})
+        if len(self._cache) > 64 and len(times_s):
+            now = float(np.max(times_s))
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < EVICT_AFTER_S}

@@ -1,0 +1,51 @@
+"""Per-track attribute refresh on real video: emotions unchanged, gender/age from the track's last refresh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.capture import open_source
+
+
+@pytest.fixture(scope="module")
+def frames(media_dir):
+    with open_source(media_dir / "pyfeat_single_face.mp4") as src:
+        return list(src)  # 72 frames, 2.4 s
+
+
+def _run(frames, every_s):
+    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=1, attributes_every_s=every_s))
+    out = [b for i in range(0, len(frames), 4) for b in analyzer.process(frames[i : i + 4])]
+    return analyzer, out
+
+
+def test_refresh_matches_the_full_graph_on_emotion_and_holds_attributes(frames):
+    full_analyzer, full = _run(frames, 0.0)
+    analyzer, refreshed = _run(frames, 1.0)
+    assert full_analyzer.refresh is None and analyzer.refresh is not None
+    assert [len(b) for b in refreshed] == [len(b) for b in full]
+    for a, b in zip(refreshed, full, strict=True):
+        np.testing.assert_allclose(a.outputs["emotion"], b.outputs["emotion"], atol=1e-4)
+        assert "age" in a.outputs and "gender" in a.outputs and "embedding" not in a.outputs
+    ages = np.array([b.outputs["age"][0] for b in refreshed if len(b)])
+    times = np.array([b.time_s for b in refreshed if len(b)])
+    # 2.4 s of one face: its attributes are computed at ~0, ~1 and ~2 s (plus its untracked first sighting)
+    assert 3 <= analyzer.refresh.full_rows <= 5 and analyzer.refresh.emotion_rows >= 60
+    changes = times[1:][np.diff(ages) != 0]
+    assert len(changes) <= 3 and np.all(np.diff(changes) >= 0.99)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (AnalyzerConfig(heads=("emotion",)), None),
+        (AnalyzerConfig(attributes_every_s=0.0), None),
+        (AnalyzerConfig(), "AttributeRefresh"),
+    ],
+)
+def test_refresh_only_where_it_applies(config, expected):
+    analyzer = FaceAnalyzer(config)
+    assert (type(analyzer.refresh).__name__ if analyzer.refresh else None) == expected
+    analyzer.close()
