@@ -47,7 +47,9 @@ class FusedNet(nn.Module):
             )
 
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = crops_bgr.permute(0, 3, 1, 2).to(torch.float32)  # converted once, shared by every head
+        # Cast first, then transpose: converted once for every head, and the uint8 input feeds a Cast
+        # directly, which is what TensorRT accepts for a UINT8 network input.
+        x = crops_bgr.to(torch.float32).permute(0, 3, 1, 2)
         gray = scaled_gray(x) if any(getattr(h, "uses_gray", False) for h in self.heads) else None
         results = [head(x, gray) if getattr(head, "uses_gray", False) else head(x) for head in self.heads]
         if self.has_external:
