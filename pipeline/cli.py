@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engines.errors import EmostreamError
 
+    # Ctrl-C / SIGINT and SIGTERM end a run cleanly. Installed explicitly: a process started in the
+    # background by a non-interactive shell inherits SIGINT *ignored*, and Python then sets no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)

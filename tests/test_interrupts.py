@@ -71,7 +71,7 @@ def test_signal_mid_run_leaves_complete_outputs(media_dir, tmp_path, trial):
     time.sleep(rng.uniform(0.0, 2.5))
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode in (130, 0), stderr
+    assert proc.returncode == 130, stderr  # the input is long enough that the signal lands mid-run
     assert "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     n = summary["frames_processed"]
