@@ -185,17 +185,10 @@ class FaceHead:
 
 def load_head(path: str | Path, config: AnalyzerConfig) -> FaceHead:
     """Load a head saved by `train_head`, refusing one trained on another net than `config`'s."""
-    import joblib
+    from pipeline.score_report import load_bundle
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: head file not found")
-    try:
-        bundle = joblib.load(path)
-    except Exception as e:
-        raise InputError(f"{path}: not a head saved by emostream train-head ({type(e).__name__})") from None
-    if not isinstance(bundle, dict) or bundle.get("kind") != HEAD_KIND:
-        raise InputError(f"{path}: not a head saved by emostream train-head")
+    bundle = load_bundle(path, HEAD_KIND, "head", "emostream train-head")
     ms = model_set(config)
     saved, current = bundle["net"], {k: ms[k] for k in NET_KEYS}
     differ = [k for k in NET_KEYS if saved.get(k) != current[k]]

@@ -198,20 +198,25 @@ def plot_confusion(path: Path, confusion: dict, title: str) -> None:
     tmp.replace(path)
 
 
-def load_classifier(path: Path) -> dict:
-    """A bundle saved by `score` (joblib runs pickle: load only files you trust)."""
+def load_bundle(path: Path, kind: str, what: str, made_by: str) -> dict:
+    """A joblib bundle of `kind` (joblib runs pickle: load only files you trust); one-line errors."""
     import joblib
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: classifier file not found")
+        raise InputError(f"{path}: {what} file not found")
     try:
         bundle = joblib.load(path)
     except Exception as e:
-        raise InputError(f"{path}: not a classifier saved by emostream score ({type(e).__name__})") from None
-    if not isinstance(bundle, dict) or bundle.get("kind") != CLASSIFIER_KIND:
-        raise InputError(f"{path}: not a classifier saved by emostream score")
+        raise InputError(f"{path}: not a {what} saved by {made_by} ({type(e).__name__})") from None
+    if not isinstance(bundle, dict) or bundle.get("kind") != kind:
+        raise InputError(f"{path}: not a {what} saved by {made_by}")
     return bundle
+
+
+def load_classifier(path: Path) -> dict:
+    """A classifier bundle saved by `score`."""
+    return load_bundle(path, CLASSIFIER_KIND, "classifier", "emostream score")
 
 
 def check_model_set(path: Path, saved: dict, current: dict) -> None:
