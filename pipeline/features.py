@@ -172,7 +172,7 @@ def extract_clip(path: Path, analyzer, batch_frames: int = 8) -> ClipFeatures:
     """Run `analyzer` (reset first: tracks never carry over between clips) over every frame of `path`."""
     from pipeline import capture
 
-    reset_analyzer(analyzer)
+    analyzer.reset()
     batches: list = []
     with capture.open_source(path) as src:
         chunk: list = []
@@ -184,11 +184,6 @@ def extract_clip(path: Path, analyzer, batch_frames: int = 8) -> ClipFeatures:
         if chunk:
             batches += analyzer.process(chunk)
         return ClipFeatures.from_batches(batches, src.frames_read, src.decode_errors)
-
-
-def reset_analyzer(analyzer) -> None:
-    """A fresh tracker, aggregator and detect-every phase for the next clip (net and detector are kept)."""
-    analyzer.reset()
 
 
 def extract_features(

@@ -113,6 +113,23 @@ def test_live_source_gives_the_same_word_as_run(folder, media_dir, kind, name, c
         assert summary["frames_captured"] == summary["frames_processed"] + summary["frames_dropped"]
 
 
+def _score(dataset, out, *extra):
+    """Zero-shot scoring of a dataset's val split (no training: only reading the clips is tested)."""
+    return emostream(
+        "score",
+        dataset,
+        "--protocol",
+        "afew",
+        "--eval",
+        "val",
+        "--classifier",
+        "zeroshot",
+        "--out",
+        out,
+        *extra,
+    )
+
+
 def _dataset_with(folder, media_dir, bad_name):
     """AFEW layout: one good clip and one clip from the bad-input corpus in the eval split."""
     happy = folder / "ds" / "val" / "Happy"
@@ -135,20 +152,7 @@ def _dataset_with(folder, media_dir, bad_name):
 )
 def test_score_reports_bad_clips_and_scores_the_rest(folder, media_dir, name, fragment):
     ds = _dataset_with(folder, media_dir, name)
-    r = emostream(
-        "score",
-        ds,
-        "--protocol",
-        "afew",
-        "--eval",
-        "val",
-        "--classifier",
-        "zeroshot",
-        "--out",
-        folder / "out",
-        "--detect-every",
-        "3",
-    )
+    r = _score(ds, folder / "out", "--detect-every", "3")
     assert r.returncode == 3, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "bad.mp4" in lines[0]
@@ -163,16 +167,5 @@ def test_score_on_an_unusable_dataset_exits_2(folder, dataset):
         path.write_bytes(b"x")
     elif dataset == "empty-folder":
         path.mkdir()
-    r = emostream(
-        "score",
-        path,
-        "--protocol",
-        "afew",
-        "--eval",
-        "val",
-        "--classifier",
-        "zeroshot",
-        "--out",
-        folder / "out",
-    )
+    r = _score(path, folder / "out")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,16 +31,10 @@ from pipeline.detect import create_detector
 from pipeline.frames import Frame
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {  # posed expression of every face (../shared/README.md)
-    "pyfeat_surprise_f1.jpg": "surprise",
-    "pyfeat_happy_f15.jpg": "happy",
-    "pyfeat_angry_f13.jpg": "angry",
-    "pyfeat_disgust_m7.jpg": "disgust",
-    "pyfeat_single_face_smile.jpg": "happy",
-    "pyfeat_neutral_man.jpg": "neutral",
-    "fer_justin_smile.jpg": "happy",
-    "pyfeat_multi_face_5.jpg": "happy",
-}
+sys.path.insert(0, str(ROOT))
+from tests.media_labels import LABELLED_PHOTOS  # noqa: E402  (the labels the tests use too)
+
+LABELS = LABELLED_PHOTOS  # posed expression of every face
 GENDER = {  # as ../shared/media/SOURCES.md describes each single-face photo
     "pyfeat_surprise_f1.jpg": "woman",
     "pyfeat_happy_f15.jpg": "woman",
