@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.capture import CameraSource, ImageSource, VideoSource, open_source
 from pipeline.errors import InputError
+from tests import badinputs
 
 PEXELS = "pexels_woman_emotions.mp4"  # 640x360 h264, 472 frames, moov atom first (SOURCES.md)
 
@@ -166,15 +167,7 @@ def _missing(tmp: Path, media: Path) -> Path:
 
 
 def _audio_only(tmp: Path, media: Path) -> Path:
-    path = tmp / "voice.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return badinputs.build(badinputs.UNUSABLE, "audio-only.mp4", tmp, media)
 
 
 def _zeroed_media_data(tmp: Path, media: Path) -> Path:
