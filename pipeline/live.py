@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.detect import set_cv_threads
 from pipeline.frames import Frame, SourceInfo
 from pipeline.live_capture import Backoff, CaptureThread
 from pipeline.live_outputs import LatencyLog, LiveOutputs
@@ -100,6 +101,7 @@ def run_live(
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
     source = open_live_source(job)
+    set_cv_threads(source.info)
     own = analyzer is None
     try:
         t0 = time.perf_counter()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.detect import set_cv_threads
 from pipeline.frames import FaceBatch, Frame
 from pipeline.runner import RunStats, run_offline
 from pipeline.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json, write_tracks_csv
@@ -57,16 +57,6 @@ class _Outputs:
         self.jsonl.close()
         if self.video is not None:
             self.video.close()
-
-
-def set_cv_threads(info) -> None:
-    """OpenCV (the detector) on one thread for 720p and up, where decoding and encoding need the cores.
-
-    Measured on 2 cores (docs/benchmarks.md): 1080p 21 -> 33 fps with one thread; 640x360 is faster with two.
-    """
-    import cv2
-
-    cv2.setNumThreads(1 if info.width * info.height >= 1280 * 720 else min(2, os.cpu_count() or 1))
 
 
 def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None = None) -> dict:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
 from engines.store import ModelStore
 from pipeline.capture import open_source
-from pipeline.detect import DETECTOR_NAMES, DetectorError, create_detector
-from pipeline.frames import UNTRACKED
+from pipeline.detect import DETECTOR_NAMES, DetectorError, create_detector, set_cv_threads
+from pipeline.frames import UNTRACKED, SourceInfo
 from tests.builders import make_frame
 
 POSED = [
@@ -140,3 +142,17 @@ def test_close_is_idempotent(models_dir):
         detector = create_detector(name, ModelStore(models_dir, download=False))
         detector.close()
         detector.close()
+
+
+@pytest.mark.parametrize(
+    ("wh", "expected"),
+    [((1920, 1080), 1), ((1280, 720), 1), ((3840, 2160), 1), ((640, 360), "small"), ((1280, 719), "small")],
+)
+def test_opencv_threads_follow_the_source_size(wh, expected):
+    before = cv2.getNumThreads()
+    try:
+        set_cv_threads(SourceInfo("x", *wh, 30.0))
+        small = min(2, os.cpu_count() or 1)
+        assert cv2.getNumThreads() == (small if expected == "small" else expected)
+    finally:
+        cv2.setNumThreads(before)
