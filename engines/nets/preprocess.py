@@ -4,7 +4,7 @@ A head's window is the centered square of `fraction` of the crop, rounded to who
 margins (at most half a pixel per side off the exact fraction), sliced out and resized bilinearly
 with half-pixel centres and no antialiasing: exactly what cv2.resize INTER_LINEAR does on the sliced
 window. In the graph that is a Slice and a Resize, which onnxruntime runs about 4x faster than the
-equivalent dense (out, S) matrix products (`window_resize_matrix`, kept for fractional windows).
+equivalent dense (out, S) matrix products the first versions used.
 Gray uses the ITU-R 601 weights cv2.cvtColor uses; the scaling (x/255 - 0.5) * 2 is folded into them.
 """
 
@@ -17,22 +17,6 @@ from torch import nn
 
 BGR_TO_GRAY = (0.114, 0.587, 0.299)
 """ITU-R 601 luma weights in B, G, R order (cv2.COLOR_BGR2GRAY)."""
-
-
-def window_resize_matrix(size_in: int, size_out: int, fraction: float) -> np.ndarray:
-    """(size_out, size_in) bilinear weights sampling the centered window of `fraction * size_in` px."""
-    length = fraction * size_in
-    start = (size_in - length) / 2.0
-    src = start + (np.arange(size_out) + 0.5) * (length / size_out) - 0.5
-    src = np.clip(src, 0.0, size_in - 1.0)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, size_in - 1)
-    w1 = src - i0
-    m = np.zeros((size_out, size_in), np.float64)
-    rows = np.arange(size_out)
-    np.add.at(m, (rows, i0), 1.0 - w1)
-    np.add.at(m, (rows, i1), w1)
-    return m.astype(np.float32)
 
 
 def window_bounds(size_in: int, fraction: float) -> tuple[int, int]:

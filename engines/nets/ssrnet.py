@@ -30,7 +30,7 @@ from torch import nn
 
 from engines.errors import EmostreamError
 from engines.heads import HeadSpec, center_fraction
-from engines.nets.preprocess import Head, window_resize_matrix
+from engines.nets.preprocess import Head, WindowResize
 from engines.registry import get_spec
 
 STAGES = (3, 3, 3)
@@ -214,22 +214,15 @@ def build_ssrnet(h5_path: str | Path, task: str = "age") -> SsrNet:
     return net.eval().requires_grad_(False)
 
 
-class BgrWindow(nn.Module):
+class BgrWindow(WindowResize):
     """(N,3,S,S) float BGR 0-255 -> (N,3,out,out): the centered window resized bilinearly, values kept.
 
-    Same crop + resize as `GrayWindow` (cv2.resize INTER_LINEAR on the window) without the colour step:
-    SSR-Net reads raw BGR 0-255.
+    The same Slice + Resize as the gray heads' window (cv2.resize INTER_LINEAR on the whole-pixel window)
+    without the colour step: SSR-Net reads raw BGR 0-255.
     """
 
     def __init__(self, crop_size: int, fraction: float, out_size: int = INPUT_HW[0]):
-        super().__init__()
-        self.crop_size, self.fraction, self.out_size = crop_size, fraction, out_size
-        m = torch.from_numpy(window_resize_matrix(crop_size, out_size, fraction))
-        self.register_buffer("rows", m)  # (out, S): y axis
-        self.register_buffer("cols_t", m.t().contiguous())  # (S, out): x axis
-
-    def forward(self, x_bgr: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(torch.matmul(self.rows, x_bgr), self.cols_t)
+        super().__init__(crop_size, fraction, out_size)
 
 
 class SsrNetHead(Head):
