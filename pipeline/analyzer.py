@@ -99,7 +99,11 @@ class FaceAnalyzer:
             if side is None:
                 self._full_scan_s = frame.time_s
             with self.timer("track"):
-                return self.tracker.update(found)
+                located = self.tracker.update(found)
+                ended = self.tracker.pop_ended()
+            if self.refresh is not None and ended:
+                self.refresh.forget(ended)
+            return located
         with self.timer("track"):
             return self.tracker.predict(frame.index, frame.time_s, frame.wh)
 
@@ -179,6 +183,8 @@ class FaceAnalyzer:
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
         self._frames_seen = 0
         self._full_scan_s = -np.inf
+        if self.refresh is not None:
+            self.refresh.clear()
 
     def close(self) -> None:
         self.detector.close()

@@ -28,8 +28,10 @@ def analyze(
         try:
             done = False
             while not done:
-                frames, done = take(q, batch_frames)
+                frames, done, error = take(q, batch_frames)
                 yield from zip(frames, analyzer.process(frames), strict=True)
+                if error is not None:
+                    raise error
         finally:
             stop.set()
             decoder.join(timeout=5)

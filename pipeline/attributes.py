@@ -4,14 +4,13 @@ A person's gender and age do not change from frame to frame, but their heads cos
 head (docs/models.md). Faces whose track was refreshed less than `every_s` ago run the emotion-only graph
 and take their attributes from the track's last full inference; new or untracked faces, and stale tracks,
 run the full graph. Both graphs hold the same emotion head, so emotions are the same either way.
+The owner calls `forget` with the tracker's ended ids (ids are never reused), so memory stays bounded by
+the tracks alive at once on endless streams.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-EVICT_AFTER_S = 30.0
-"""Tracks not refreshed for this long are forgotten (memory stays bounded on endless streams)."""
 
 
 class AttributeRefresh:
@@ -56,11 +55,17 @@ class AttributeRefresh:
             merged[key] = out
         return merged
 
+    def forget(self, track_ids) -> None:
+        """Drop ended tracks (their ids never come back)."""
+        for tid in track_ids:
+            self._cache.pop(int(tid), None)
+
+    def clear(self) -> None:
+        """Forget every track (a new clip starts; its ids and times start over)."""
+        self._cache.clear()
+
     def _remember(self, fresh: dict, track_ids: np.ndarray, times_s: np.ndarray, keys: set[str]) -> None:
         keys.discard("embedding")
         for row, (tid, t) in enumerate(zip(track_ids, times_s, strict=True)):
             if tid >= 0:
                 self._cache[int(tid)] = (float(t), {k: fresh[k][row] for k in keys})
-        if len(self._cache) > 64 and len(times_s):
-            now = float(np.max(times_s))
-            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < EVICT_AFTER_S}

@@ -46,14 +46,17 @@ class Detector(Protocol):
     def close(self) -> None: ...
 
 
-def set_cv_threads(info) -> None:
+def set_cv_threads(info, threads: int | None = None) -> None:
     """OpenCV (the detector) on one thread for 720p and up, where decoding and encoding need the cores.
 
-    A process-wide OpenCV setting: `run` and `live` call it once their source's size is known.
+    A process-wide OpenCV setting: `run` and `live` call it once their source's size is known; `threads`
+    overrides the rule.
 
     Measured on 2 cores (docs/benchmarks.md): 1080p 21 -> 33 fps with one thread; 640x360 is faster with two.
     """
-    cv2.setNumThreads(1 if info.width * info.height >= 1280 * 720 else min(2, os.cpu_count() or 1))
+    if threads is None:
+        threads = 1 if info.width * info.height >= 1280 * 720 else min(2, os.cpu_count() or 1)
+    cv2.setNumThreads(threads)
 
 
 def create_detector(name: str = "yunet", store: ModelStore | None = None, **opts) -> Detector:

@@ -10,6 +10,7 @@ Accounting: frames captured == processed (shown) + dropped, always.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -48,6 +49,7 @@ class LiveJob:
     overwrite: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     render_queue: int = 2  # tracked frames waiting to be drawn
+    cv_threads: int | None = None  # OpenCV threads; None: by frame size (`set_cv_threads`)
 
     @property
     def shown_as(self) -> str:
@@ -95,17 +97,20 @@ def run_live(
 ) -> dict:
     """Run `job` until the source ends, `max_seconds`, a quit key, `stop` or Ctrl-C; returns the summary.
 
-    `analyzer` (optional) is used instead of `live_analyzer(job.analyzer)`; it is not closed here.
+    `analyzer` (optional) is used instead of `live_analyzer(job.analyzer)`, reset first; not closed here.
     `on_ready(preview_url_or_None)` is called once everything is set up, just before capture starts.
     `stop` (optional) ends the run from another thread, like the end of the source.
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
     source = open_live_source(job)
-    set_cv_threads(source.info)
+    set_cv_threads(source.info, job.cv_threads)
     own = analyzer is None
     try:
         t0 = time.perf_counter()
-        analyzer = analyzer or live_analyzer(job.analyzer)
+        if analyzer is None:
+            analyzer = live_analyzer(job.analyzer)
+        else:
+            analyzer.reset()  # a reused analyzer: this run's time starts at 0 again
         warm_up(analyzer, source.info)
         setup_s = time.perf_counter() - t0
         run = _run(job, source, analyzer, out, on_ready, stop)
@@ -133,9 +138,10 @@ def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> Li
         run.run()
         return run
     finally:
-        for part in (window, preview, outputs):
-            if part is not None:
-                part.close()
+        with contextlib.ExitStack() as closing:  # each closes even if another raises; outputs last
+            for part in (outputs, preview, window):
+                if part is not None:
+                    closing.callback(part.close)
 
 
 class LiveRun:
@@ -217,7 +223,7 @@ class LiveRun:
         t = time.perf_counter()
         image = self.renderer.annotate(frame.image_bgr, known)
         if len(unknown):
-            image = self.renderer.annotate(image, unknown)
+            self.renderer.draw(image, unknown)  # onto the copy annotate just made
         render_s = time.perf_counter() - t
         if self.preview is not None:
             self.preview.publish(image, preview_state(self, frame, known, unknown))

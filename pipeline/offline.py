@@ -54,9 +54,11 @@ class _Outputs:
             self.video.write(img, frame.time_s)
 
     def close(self) -> None:
-        self.jsonl.close()
-        if self.video is not None:
-            self.video.close()
+        try:
+            self.jsonl.close()
+        finally:
+            if self.video is not None:
+                self.video.close()
 
 
 def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None = None) -> dict:
@@ -88,12 +90,14 @@ def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None
             timer=timer,
         )
     finally:
-        if outputs is not None:
-            outputs.close()
-        source.close()
-    summary = _finish(job, out, source, analyzer, stats, setup_s, outputs)
-    analyzer.close()
-    return summary
+        try:
+            if outputs is not None:
+                outputs.close()
+        finally:
+            source.close()
+            if analyzer is not None:
+                analyzer.close()  # the detector only: _finish still reads the aggregator and net
+    return _finish(job, out, source, analyzer, stats, setup_s, outputs)
 
 
 def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, setup_s: float, outputs) -> dict:

@@ -47,12 +47,16 @@ class Renderer:
         self.show_landmarks = show_landmarks
 
     def annotate(self, image_bgr: np.ndarray, batch: FaceBatch) -> np.ndarray:
-        out = image_bgr.copy()
-        scale = max(out.shape[:2]) / 1000.0
+        """A copy of the picture with `batch` drawn on it (the frame itself stays untouched)."""
+        return self.draw(image_bgr.copy(), batch)
+
+    def draw(self, image_bgr: np.ndarray, batch: FaceBatch) -> np.ndarray:
+        """Draw `batch` onto `image_bgr` in place (a picture this caller owns); returns it."""
+        scale = max(image_bgr.shape[:2]) / 1000.0
         thick = self.thickness or max(1, round(2 * scale))
         for i in range(len(batch)):
-            self._draw_face(out, batch, i, scale, thick)
-        return out
+            self._draw_face(image_bgr, batch, i, scale, thick)
+        return image_bgr
 
     def _draw_face(self, img: np.ndarray, batch: FaceBatch, i: int, scale: float, thick: int) -> None:
         x1, y1, x2, y2 = (round(float(v)) for v in batch.xyxy[i])

@@ -96,17 +96,18 @@ class RunStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def take(q: queue.Queue, n: int) -> tuple[list[Frame], bool]:
-    """Up to n frames from the decode queue; True once the end marker was seen."""
+def take(q: queue.Queue, n: int) -> tuple[list[Frame], bool, BaseException | None]:
+    """Up to n frames from the decode queue; True once the stream ended, with the decoder's error if it
+    failed (the frames decoded before the error are still returned, to be processed first)."""
     frames: list[Frame] = []
     while len(frames) < n:
         item = q.get()
         if item is END:
-            return frames, True
+            return frames, True, None
         if isinstance(item, Failure):
-            raise item.error
+            return frames, True, item.error
         frames.append(item)
-    return frames, False
+    return frames, False, None
 
 
 def run_offline(
@@ -137,7 +138,7 @@ def run_offline(
     try:
         done = False
         while not done:
-            chunk, done = take(q_in, batch_frames)
+            chunk, done, error = take(q_in, batch_frames)
             for frame, batch in zip(chunk, process(chunk), strict=True):
                 emit(frame, batch)
                 if encoder:
@@ -145,19 +146,35 @@ def run_offline(
                     q_out.put((frame, batch))
                 stats.frames += 1
                 stats.faces += len(batch)
+            if error is not None:
+                raise error
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
         stop.set()
         if encoder:
-            q_out.put(END)
-            encoder.join()
+            _drain(encoder, q_out, stats)
         decoder.join(timeout=5)
         stats.wall_s = time.perf_counter() - t0
         stats.timings = timer.summary(stats.frames)
     if encoder:
         _check(encoder)
     return stats
+
+
+def _drain(encoder: Consumer, q_out: queue.Queue, stats: RunStats) -> None:
+    """Hand the encoder its end marker and wait for it, even through further Ctrl-C: the caller closes
+    the files the encoder writes right after this."""
+    sent = False
+    while True:
+        try:
+            if not sent:
+                q_out.put(END)
+                sent = True  # a Ctrl-C just before this line sends a second END, which nobody reads
+            encoder.join()
+            return
+        except KeyboardInterrupt:
+            stats.interrupted = True
 
 
 def _check(worker: Consumer) -> None:

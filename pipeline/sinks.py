@@ -139,7 +139,7 @@ def write_tracks_csv(path: Path, summaries: list) -> None:
                 f"{s.first_time_s:.4f}",
                 f"{s.last_time_s:.4f}",
                 s.frames_seen,
-                *[f"{p:.4f}" for p in s.mean_emotion],
+                *[_fmt(p) for p in s.mean_emotion],
                 s.dominant_emotion,
                 s.gender or "",
                 _fmt(s.mean_gender),
@@ -150,7 +150,8 @@ def write_tracks_csv(path: Path, summaries: list) -> None:
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    """A number for the CSV; "" where there is none (None or NaN, numpy floats included)."""
+    return "" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -8,8 +8,9 @@ it can predict where a face is at any time: VFR timestamps work, and on frames w
 3. remaining high-score detections <-> tentative tracks; 4. leftover high-score detections start tentative
    tracks. Unmatched low-score detections are dropped (ByteTrack: alone they are not trusted to be faces).
 A tentative track gets its id when confirmed (`min_hits` detections; tracks born in the stream's first
-pass are confirmed at once, so a photo gets ids). Ids count up from 1 and are never reused. A track not
-detected for more than `max_age_s` seconds ends; `pop_ended()` hands ended ids to aggregators and sinks.
+pass are confirmed at once, so a photo gets ids). Ids count up from 1 and are never reused. A track that
+missed a pass and is undetected for more than `max_age_s` seconds ends; `pop_ended()` hands ended ids to
+whoever keeps per-track state (the analyzer's attribute cache).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.frames import UNTRACKED, FaceBatch
+
+MIN_VELOCITY_DT_S = 1.0 / 60.0
+"""Velocity updates divide by at least this: VFR input can put two detections a millisecond apart, and
+2 px of detector jitter over 1 ms would read as 2000 px/s."""
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
@@ -69,11 +74,12 @@ class _Track:
         z, dt = _to_cxcywh(xyxy), time_s - self.time_s
         if dt > 1e-6:
             residual = z - (self.state + self.velocity * dt)
+            dt_v = max(dt, MIN_VELOCITY_DT_S)  # near-duplicate timestamps must not turn jitter into speed
             if self.hits == 1:
-                self.velocity, self.state = (z - self.state) / dt, z
+                self.velocity, self.state = (z - self.state) / dt_v, z
             else:
                 self.state = self.state + self.velocity * dt + gains[0] * residual
-                self.velocity = self.velocity + gains[1] * residual / dt
+                self.velocity = self.velocity + gains[1] * residual / dt_v
         else:
             self.state = z
         self.landmarks_rel = _relative_landmarks(xyxy, landmarks)
@@ -210,10 +216,14 @@ class Tracker:
         )
 
     def _expire(self, time_s: float) -> None:
-        """End tracks undetected for more than max_age_s (before matching: they cannot come back)."""
-        old = [t for t in self._tracks if time_s - t.time_s > self.max_age_s]
+        """End tracks that missed a detection pass and are undetected for more than max_age_s.
+
+        Runs before matching: an ended track cannot come back. A track matched at the last pass always
+        gets this pass's chance, however far apart passes are (low fps, a slow live detector).
+        """
+        old = [t for t in self._tracks if not t.active and time_s - t.time_s > self.max_age_s]
         self._ended += [t.track_id for t in old if t.track_id != UNTRACKED]
-        self._tracks = [t for t in self._tracks if time_s - t.time_s <= self.max_age_s]
+        self._tracks = [t for t in self._tracks if not any(t is o for o in old)]
 
     def _confirm(self) -> None:
         """Give ids to tentative tracks with enough hits (or born in the stream's first pass)."""

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 
-def _write_video(path: Path, sizes: list[tuple[int, int]], frames_each: int = 12, fmt: str | None = None) -> Path:
+def _write_video(
+    path: Path, sizes: list[tuple[int, int]], frames_each: int = 12, fmt: str | None = None
+) -> Path:
     """An h264 video; several sizes -> one MPEG-TS stream whose resolution changes mid-stream."""
     with open(path, "wb") as out:
         for k, (w, h) in enumerate(sizes):
@@ -61,7 +63,9 @@ def _png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
-def _photo(media: Path, size: tuple[int, int] | None = None, gray: bool = False, deep: bool = False) -> np.ndarray:
+def _photo(
+    media: Path, size: tuple[int, int] | None = None, gray: bool = False, deep: bool = False
+) -> np.ndarray:
     img = cv2.imread(str(media / "fer_justin_smile.jpg"))
     if size:
         img = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
@@ -79,7 +83,7 @@ def _unreadable(path: Path, media: Path) -> Path:
 
 
 UNUSABLE = {
-    "zero-byte.mp4": lambda d, m: (d / "zero-byte.mp4").write_bytes(b"") and None or d / "zero-byte.mp4",
+    "zero-byte.mp4": lambda d, m: ((d / "zero-byte.mp4").write_bytes(b"") and None) or d / "zero-byte.mp4",
     "random-bytes.mp4": lambda d, m: _bytes(d / "random-bytes.mp4", np.random.default_rng(1).bytes(50_000)),
     "text-file.mp4": lambda d, m: _bytes(d / "text-file.mp4", b"not a video, just some words\n" * 200),
     "truncated-in-header.mp4": lambda d, m: _truncated(m, d / "truncated-in-header.mp4", 0.002),
@@ -90,11 +94,17 @@ UNUSABLE = {
     "unreadable.mp4": lambda d, m: _unreadable(d / "unreadable.mp4", m),
 }
 PARTIAL = {
-    "truncated-30pct.mp4": lambda d, m: _truncated(m, d / "truncated-30pct.mp4", 0.3, "pexels_woman_emotions.mp4"),
-    "truncated-70pct.mp4": lambda d, m: _truncated(m, d / "truncated-70pct.mp4", 0.7, "pexels_woman_emotions.mp4"),
+    "truncated-30pct.mp4": lambda d, m: _truncated(
+        m, d / "truncated-30pct.mp4", 0.3, "pexels_woman_emotions.mp4"
+    ),
+    "truncated-70pct.mp4": lambda d, m: _truncated(
+        m, d / "truncated-70pct.mp4", 0.7, "pexels_woman_emotions.mp4"
+    ),
 }
 ODD = {
-    "still-image-as.mp4": lambda d, m: _bytes(d / "still-image-as.mp4", (m / "fer_justin_smile.jpg").read_bytes()),
+    "still-image-as.mp4": lambda d, m: _bytes(
+        d / "still-image-as.mp4", (m / "fer_justin_smile.jpg").read_bytes()
+    ),
     "1x1.png": lambda d, m: _png(d / "1x1.png", np.full((1, 1, 3), 128, np.uint8)),
     "8k.png": lambda d, m: _png(d / "8k.png", _photo(m, (7680, 4320))),
     "grayscale.png": lambda d, m: _png(d / "grayscale.png", _photo(m, gray=True)),

@@ -50,10 +50,17 @@ def retimed_copy(path: str, fps: float, out_dir: Path) -> str:
     return str(out)
 
 
-def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) -> dict:
+def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig, cv_threads: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out" if mode == "out" else None
-        job = LiveJob(source=path, out_dir=out, analyzer=config, realtime=True, max_seconds=max_seconds)
+        job = LiveJob(
+            source=path,
+            out_dir=out,
+            analyzer=config,
+            realtime=True,
+            max_seconds=max_seconds,
+            cv_threads=cv_threads,
+        )
         s = run_live(job)
     lat = s["latency_ms"]
     with_faces = s["frames_inferred"] + s["inference_skipped"]
@@ -74,13 +81,15 @@ def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig) ->
     }
 
 
-def bench(path: str, name: str, rate: str, mode: str, runs: int, seconds: float, config) -> dict:
-    results = [one_run(path, mode, seconds, config) for _ in range(runs)]
+def bench(path: str, name: str, rate: str, mode: str, runs: int, seconds: float, config, cv: str) -> dict:
+    cv_threads = None if cv == "auto" else int(cv)
+    results = [one_run(path, mode, seconds, config, cv_threads) for _ in range(runs)]
     row = {m: round(statistics.median(r[m] for r in results), 1) for m in METRICS}
     row.update(
         input=name,
         rate=f"{results[0]['native_fps']:.2f} (native)" if rate == "native" else f"{float(rate):g} (retimed)",
         mode=mode,
+        cv_threads=cv,
         source=results[0]["source"],
         faces_per_frame=round(statistics.median(r["faces_per_frame"] for r in results), 2),
         adds_up=all(r["adds_up"] for r in results),
@@ -101,15 +110,15 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| input | size | paced at fps | faces/frame | mode | captured fps | processed fps | dropped % | "
-        "inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | captured = shown + dropped | "
-        "load (1 min, max) |"
+        "| input | size | paced at fps | faces/frame | mode | OpenCV threads | captured fps | "
+        "processed fps | dropped % | inference skipped % | latency p50 ms | p95 ms | max ms | backlog ms | "
+        "captured = shown + dropped | load (1 min, max) |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         lines.append(
             f"| {r['input']} | {r['source']} | {r['rate']} | {r['faces_per_frame']} | {r['mode']} | "
-            f"{r['captured_fps']} | "
+            f"{r['cv_threads']} | {r['captured_fps']} | "
             f"{r['processed_fps']} | {r['dropped_pct']} | {r['skipped_pct']} | {r['p50']} | {r['p95']} | "
             f"{r['max']} | {r['backlog']} | {'yes' if r['adds_up'] else 'NO'} | {r['load_1m']} |"
         )
@@ -125,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="30,native", help="input rates: 'native' or fps numbers")
     p.add_argument("--detector", default="yunet")
     p.add_argument("--detect-every", type=int, help="detect on every Nth frame (default: the analyzer's)")
+    p.add_argument(
+        "--cv-threads",
+        default="auto",
+        help="OpenCV thread counts to compare, e.g. auto,1,2 (auto: 1 from 720p up, else 2)",
+    )
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     config = AnalyzerConfig(detector=args.detector)
@@ -136,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates.split(","):
                 src = path if rate == "native" else retimed_copy(path, float(rate), Path(tmp))
                 for mode in args.modes.split(","):
-                    rows.append(bench(src, Path(path).name, rate, mode, args.runs, args.max_seconds, config))
+                    for cv in args.cv_threads.split(","):
+                        row = bench(src, Path(path).name, rate, mode, args.runs, args.max_seconds, config, cv)
+                        rows.append(row)
     print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
     heads = ",".join(config.heads)
     print(f"analyzer: detector {config.detector}, detect every {config.detect_every}, heads {heads}")

@@ -49,3 +49,23 @@ def test_refresh_only_where_it_applies(config, expected):
     analyzer = FaceAnalyzer(config)
     assert (type(analyzer.refresh).__name__ if analyzer.refresh else None) == expected
     analyzer.close()
+
+
+def test_reset_forgets_attributes_so_a_new_clip_gets_its_own(frames):
+    analyzer, _ = _run(frames, 1.0)
+    analyzer.reset()
+    before = analyzer.refresh.full_rows
+    analyzer.process(frames[:4])  # the new clip's track 1 is not the old clip's track 1
+    assert analyzer.refresh.full_rows > before
+
+
+def test_ended_tracks_leave_the_attribute_cache(media_dir):
+    with open_source(media_dir / "facenet_crowd_walking_1080p.mp4") as src:
+        clip = list(src)
+    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=3))
+    for i in range(0, len(clip), 4):
+        analyzer.process(clip[i : i + 4])
+    alive = {t.track_id for t in analyzer.tracker._tracks}
+    assert len(analyzer.aggregator.track_summaries()) > len(alive)  # people left: some tracks ended
+    assert set(analyzer.refresh._cache) <= alive
+    analyzer.close()

@@ -30,3 +30,11 @@ def test_empty_batch_returns_same_pixels():
     img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     out = Renderer().annotate(img, make_batch(np.zeros((0, 4))))
     assert np.array_equal(out, img) and out is not img
+
+
+def test_draw_works_in_place_and_matches_annotate():
+    img = np.zeros((200, 300, 3), np.uint8)
+    batch = make_batch([[50, 60, 150, 160]], track_ids=[7])
+    expected = Renderer().annotate(img, batch)
+    drawn = Renderer().draw(img, batch)
+    assert drawn is img and np.array_equal(img, expected)

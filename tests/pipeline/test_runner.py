@@ -1,6 +1,7 @@
 """Scheduling behaviour of the offline runner: order, bounded buffering, interrupts, worker errors."""
 
 import threading
+import time
 
 import pytest
 
@@ -62,15 +63,42 @@ def test_interrupt_keeps_emitted_and_encoded_in_step():
     assert not [t for t in threading.enumerate() if t.name.startswith("emostream-")]
 
 
-def test_decode_error_reaches_the_caller_after_good_frames():
+@pytest.mark.parametrize("batch_frames", [1, 4, 8])
+def test_decode_error_reaches_the_caller_after_good_frames(batch_frames):
     def broken():
         yield from _frames(5)
         raise OSError("disk went away")
 
     emitted = []
     with pytest.raises(OSError, match="disk went away"):
-        run_offline(broken(), _process, lambda f, b: emitted.append(f.index), batch_frames=1)
-    assert emitted == [0, 1, 2, 3, 4]
+        run_offline(broken(), _process, lambda f, b: emitted.append(f.index), batch_frames=batch_frames)
+    assert emitted == [0, 1, 2, 3, 4]  # frames decoded before the error are processed, even mid-chunk
+
+
+def test_a_second_interrupt_while_flushing_still_waits_for_the_encoder(monkeypatch):
+    real_join, interrupted_joins, encoded = threading.Thread.join, [], []
+
+    def join_interrupted_once(self, timeout=None):  # Ctrl-C pressed again while the encoder drains
+        if self.name == "emostream-encode" and not interrupted_joins:
+            interrupted_joins.append(self)
+            raise KeyboardInterrupt
+        return real_join(self, timeout)
+
+    def emit(frame, batch):
+        if frame.index == 20:
+            raise KeyboardInterrupt
+
+    def encode(item):
+        time.sleep(0.005)
+        encoded.append(item[0].index)
+
+    monkeypatch.setattr(threading.Thread, "join", join_interrupted_once)
+    try:
+        stats = run_offline(_frames(1000), _process, emit, encode, batch_frames=1)
+    except KeyboardInterrupt:
+        pytest.fail("the second interrupt escaped while the encoder was still writing")
+    assert interrupted_joins and stats.interrupted
+    assert encoded == list(range(20)) and not interrupted_joins[0].is_alive()
 
 
 def test_encoder_error_stops_the_run():

@@ -63,6 +63,26 @@ def test_tracks_csv_round_trips(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_tracks_csv_leaves_missing_numbers_empty(tmp_path):
+    """A track seen only without emotion has NaN means (numpy float32): empty cells, like missing age."""
+    s = SimpleNamespace(
+        track_id=1,
+        first_frame=0,
+        last_frame=0,
+        first_time_s=0.0,
+        last_time_s=0.0,
+        frames_seen=1,
+        mean_emotion=np.full(7, np.nan, np.float32),
+        dominant_emotion="",
+        gender=None,
+        mean_gender=np.float32("nan"),
+        mean_age=None,
+    )
+    write_tracks_csv(tmp_path / "tracks.csv", [s])
+    row = next(csv.DictReader((tmp_path / "tracks.csv").read_text().splitlines()))
+    assert [row[f"mean_{e}"] for e in EMOTIONS] == [""] * 7 and row["mean_p_man"] == ""
+
+
 @pytest.mark.parametrize("wh", [(64, 48), (63, 47), (1, 1)])
 def test_video_keeps_frame_count_and_variable_timing(tmp_path, wh):
     times = [0.0, 0.033, 0.05, 0.2, 0.21, 0.5, 0.51, 0.9]

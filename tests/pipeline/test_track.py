@@ -94,7 +94,7 @@ def test_long_absence_ends_the_track_and_a_new_face_gets_a_new_id(gap_s, max_age
         ([0.0, 0.033, 0.9, 1.0], None),  # last detection at 0.033: 0.967 s <= 1.0 s: still alive
         ([0.0, 0.033, 0.5, 1.2], 3),  # one long VFR step: 1.167 s > 1.0 s ends it at the 4th frame
         ([0.0, 0.5, 0.51, 1.52], 3),
-        ([0.0, 0.01, 1.02], 2),
+        ([0.0, 0.01, 1.02, 1.03], 3),  # matched at 0.01: 1.02 is its chance to match, and it missed
     ],
 )
 def test_time_based_aging_with_uneven_steps(times_s, ended_after):
@@ -221,3 +221,22 @@ def test_real_video_one_face_one_id(video, every, ends_while_streaming, media_di
             ended_at_s = t
     assert ids == {1}
     assert (ended_at_s is not None) == ends_while_streaming
+
+
+def test_a_track_lives_through_detection_passes_further_apart_than_max_age():
+    """Low fps, or a live detector slower than max_age_s: a still face keeps its id at every pass."""
+    out = run(Tracker(max_age_s=1.0), [(1.2 * k, [box_at(100, 100)]) for k in range(6)])
+    assert [b.track_ids.tolist() for b in out] == [[1]] * 6
+
+
+def test_a_track_ends_only_after_it_missed_a_pass():
+    tracker = Tracker(max_age_s=1.0)
+    out = run(tracker, [(0.0, [box_at(100, 100)]), (2.0, []), (2.1, [box_at(100, 100)])])
+    assert tracker.pop_ended() == [1] and out[2].track_ids.tolist() == [UNTRACKED]
+
+
+def test_near_duplicate_timestamps_do_not_turn_jitter_into_speed():
+    tracker = Tracker()
+    run(tracker, [(0.0, [box_at(100, 100)]), (0.001, [box_at(102, 100)])])  # VFR: 1 ms apart, 2 px jitter
+    predicted = tracker.predict(2, 0.1, (640, 360))
+    assert abs(predicted.xyxy[0, 0] - 102) < 20  # 2000 px/s would put it 200 px away
