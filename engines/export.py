@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXPORT_VERSION = "fused-v5"
+EXPORT_VERSION = "fused-v6"
 OPSET = 17
 INPUT_NAME = "crops_bgr"
 BATCH_AXIS = "n"

@@ -50,8 +50,10 @@ class WindowResize(nn.Module):
 
 def scaled_gray(x_bgr: torch.Tensor) -> torch.Tensor:
     """(N,3,S,S) float BGR 0-255 -> (N,1,S,S) gray * 2/255 (the [-1, 1] scaling minus its offset)."""
-    weights = torch.tensor(BGR_TO_GRAY, dtype=torch.float32, device=x_bgr.device) * (2.0 / 255.0)
-    return (x_bgr * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    # Python-float weights: no tensor is made per call (a host->device copy is not allowed while a
+    # CUDA graph is captured), and the graph exports as three Mul and two Add on channel slices.
+    wb, wg, wr = (w * (2.0 / 255.0) for w in BGR_TO_GRAY)
+    return x_bgr[:, 0:1] * wb + x_bgr[:, 1:2] * wg + x_bgr[:, 2:3] * wr
 
 
 class GrayWindow(nn.Module):
