@@ -1,6 +1,7 @@
 """torch on CUDA: runs the fused module itself (no export), for GPUs without TensorRT.
 
 fp16 runs under autocast (convolutions and matmuls in half, softmax in fp32, outputs returned as fp32);
+fp32 on CUDA runs with TF32 off (`exact_fp32`), so it agrees with the CPU backends to 1e-3;
 the module is channels-last (the NHWC uint8 input, permuted, already is). With `cuda_graphs=True` each
 batch is padded up to a fixed bucket (1, 2, 4, ... 128 faces), whose captured graph is replayed, and
 the padding rows are sliced off. `device="cpu"` runs the same code on the CPU (tests, no GPU needed).
@@ -10,8 +11,10 @@ the padding rows are sliced off. `device="cpu"` runs the same code on the CPU (t
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +38,46 @@ def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
     raise ValueError(f"a batch of {n} faces fits no bucket in {tuple(buckets)}")
 
 
+def tf32_off_settings() -> list[tuple[Any, str, Any]]:
+    """(object, attribute, value) that turn TF32 off for cuBLAS matmuls and cuDNN convolutions:
+    the `fp32_precision` API where torch has it (2.9+; reading the legacy flags after the new API
+    was used raises), else the legacy `allow_tf32` flags."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision") and hasattr(b.cudnn, "conv"):
+        return [(b.cuda.matmul, "fp32_precision", "ieee"), (b.cudnn.conv, "fp32_precision", "ieee")]
+    return [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def exact_fp32(enabled: bool = True) -> Iterator[None]:
+    """TF32 off inside the block, the previous settings restored after.
+
+    torch lets cuDNN convolutions run in TF32 by default (10-bit mantissas), so "fp32" would not
+    be fp32 (nor within 1e-3 of onnxruntime). The settings are read when a kernel is picked, also
+    while a CUDA graph is captured.
+    """
+    settings = tf32_off_settings() if enabled else []
+    saved = [getattr(obj, attr) for obj, attr, _ in settings]
+    for obj, attr, value in settings:
+        setattr(obj, attr, value)
+    try:
+        yield
+    finally:
+        for (obj, attr, _), value in zip(settings, saved, strict=True):
+            setattr(obj, attr, value)
+
+
 class _GraphRunner:
-    """One captured CUDA graph per bucket, created on first use; replayed on a padded static input."""
+    """One captured CUDA graph per bucket, created on first use; replayed on a padded static input.
+
+    The graphs share one memory pool: they are replayed one at a time on one stream and each
+    replay's outputs are copied out before the next, so one graph's scratch may reuse another's.
+    """
 
     def __init__(self, forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], tail: tuple[int, ...]):
         self.forward, self.tail = forward, tail
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.pool: tuple[int, int] | None = None
 
     def _capture(self, bucket: int):
         static_in = torch.zeros((bucket, *self.tail), dtype=torch.uint8, device="cuda")
@@ -51,7 +88,9 @@ class _GraphRunner:
                 self.forward(static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.forward(static_in)
         return graph, static_in, static_out
 
@@ -106,6 +145,7 @@ class TorchCudaBackend:
     def _forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with (
             torch.no_grad(),
+            exact_fp32(self.precision == "fp32"),
             torch.autocast(
                 self.device.type,
                 dtype=torch.float16,

@@ -7,9 +7,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from engines.backends import create_backend
-from engines.backends.torch_cuda import BUCKETS, TorchCudaBackend, bucket_for, chunk_bounds
+from engines.backends.torch_cuda import (
+    BUCKETS,
+    TorchCudaBackend,
+    bucket_for,
+    chunk_bounds,
+    tf32_off_settings,
+)
 from engines.decode import top_emotion
 from engines.errors import EmostreamError
 from engines.multitask import MultiTaskNet, NetConfig
@@ -116,6 +123,51 @@ def test_bad_options_are_one_line_errors(net, kwargs, message):
     assert str(err.value) == message
 
 
+class _Tf32Spy(torch.nn.Module):
+    """Stands in for the fused module: records the TF32 settings in force while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list] = []
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.seen.append([getattr(obj, attr) for obj, attr, _ in tf32_off_settings()])
+        return (crops.float().mean(dim=(1, 2, 3)),)
+
+
+@pytest.mark.parametrize(("precision", "tf32_off"), [("fp32", True), ("fp16", False)])
+def test_fp32_runs_with_tf32_off_and_restores_the_settings(net, crops, precision, tf32_off):
+    backend = TorchCudaBackend(net, device="cpu", precision=precision)
+    backend.module = spy = _Tf32Spy()
+    before = [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()]
+    backend._forward(torch.from_numpy(crops[:2]))
+    off = [value for _, _, value in tf32_off_settings()]
+    assert spy.seen == [off if tf32_off else before] and off != before
+    assert [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()] == before
+
+
+class _HostTensorWatch(TorchDispatchMode):
+    """Records ops that make a tensor from host data or read one back: both break a CUDA graph capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func) in ("aten.lift_fresh.default", "aten._local_scalar_dense.default"):
+            self.seen.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_forward_makes_no_tensor_from_host_data(crops):
+    """What CUDA graph capture forbids (a host->device copy, a sync) cannot happen in the forward."""
+    every_head = MultiTaskNet(NetConfig(heads=("emotion", "gender", "age")), ModelStore(), "onnxruntime")
+    backend, x = TorchCudaBackend(every_head, device="cpu"), torch.from_numpy(crops[:2])
+    with _HostTensorWatch() as watch:
+        backend._forward(x)
+    assert watch.seen == set()
+
+
 def _labelled_crops(photos) -> tuple[np.ndarray, list[str]]:
     crops = [crop_faces(*photos[name])[:1] for name in LABELLED]
     return np.concatenate(crops), list(LABELLED.values())
@@ -138,6 +190,9 @@ def test_torch_cuda_agrees_with_onnxruntime_cpu(net, photos, crops, precision, c
         )
     big = np.concatenate([crops] * (130 // len(crops) + 1))[:130]  # more than the largest bucket
     np.testing.assert_allclose(backend.run(big)["gender"], net.infer(big)["gender"], atol=atol)
+    if cuda_graphs:  # every bucket's graph was captured into the one shared pool
+        graphs = backend._graphs.graphs
+        assert len(graphs) >= 4 and {g.pool() for g, _, _ in graphs.values()} == {backend._graphs.pool}
 
 
 @pytest.mark.gpu
