@@ -9,6 +9,8 @@ deserialize is rebuilt, never loaded. Files are written to a temporary name and 
 
 The cache logic takes the builder and the deserializer as callables, so it is tested without
 TensorRT; `build_serialized` is the real builder (TensorRT 10 Python API, imported when called).
+fp32 engines are built without TF32 (TensorRT's default would round matmul/conv inputs to 10-bit
+mantissas); fp16 needs `BuilderFlag.FP16`, which TensorRT 11 removed (the extra pins tensorrt<11).
 """
 
 from __future__ import annotations
@@ -24,15 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.errors import EmostreamError
+from engines.errors import BackendUnavailable, EmostreamError
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-ENGINE_FORMAT = "emostream-trt-v1"
-"""Bump when the build recipe changes in a way the key's other fields do not capture."""
+ENGINE_FORMAT = "emostream-trt-v2"
+"""Bump when the build recipe changes in a way the key's other fields do not capture
+(v2: fp32 engines are built without TF32)."""
 
 
-class EngineBuildError(EmostreamError):
-    """TensorRT could not parse the graph or build (or load) an engine from it."""
+class EngineBuildError(BackendUnavailable):
+    """TensorRT could not parse the graph or build (or load) an engine from it.
+
+    A BackendUnavailable, so `--backend auto` goes on to the next backend; asked for by name, the
+    user sees this one-line message.
+    """
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _try_deserialize(deserialize: Callable[[bytes], Any], data: bytes) -> Any:
-    """The engine, or None when the bytes do not deserialize (TensorRT returns None or raises)."""
+    """The engine (or timing cache), or None when the bytes do not deserialize (TensorRT returns
+    None or raises)."""
     try:
         return deserialize(data)
     except Exception:
@@ -206,6 +214,48 @@ def _parse(parser: Any, onnx_path: Path) -> None:
         raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser refused it: {'; '.join(errors)[:300]}")
 
 
+def fp16_flag(trt: Any) -> Any:
+    """trt.BuilderFlag.FP16, or a one-line EngineBuildError where this TensorRT has none (11 and later)."""
+    flag = getattr(trt.BuilderFlag, "FP16", None)
+    if flag is None:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} has no BuilderFlag.FP16 (removed in TensorRT 11): ask for "
+            'precision fp32, or install TensorRT 10 with pip install "emostream[tensorrt]"'
+        )
+    return flag
+
+
+def set_precision(trt: Any, config: Any, precision: str) -> None:
+    """fp16: FP16 on. fp32: TF32 off (TensorRT turns it on by default), so fp32 means fp32."""
+    if precision == "fp16":
+        config.set_flag(fp16_flag(trt))
+    elif getattr(trt.BuilderFlag, "TF32", None) is not None:
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
+def use_timing_cache(config: Any, path: Path) -> None:
+    """Give the builder the timing cache saved at `path`, or an empty one when there is none or
+    TensorRT refuses it (a corrupt blob: `create_timing_cache` returns None or raises)."""
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = _try_deserialize(config.create_timing_cache, blob) if blob else None
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def _configure(trt: Any, builder: Any, network: Any, key: EngineKey, timing_cache: Path) -> Any:
+    """The builder config for `key`: workspace, precision flags, batch profile, timing cache."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_mb << 20)
+    set_precision(trt, config, key.precision)
+    crops = network.get_input(0)  # "crops_bgr" (N, S, S, 3) uint8: only the batch axis is dynamic
+    tail = tuple(crops.shape)[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(crops.name, *((n, *tail) for n in key.profile))
+    config.add_optimization_profile(profile)
+    use_timing_cache(config, timing_cache)
+    return config
+
+
 def build_serialized(onnx_path: Path, key: EngineKey, timing_cache: Path, logger: Any) -> bytes:
     """Parse `onnx_path` and build a serialized engine for `key` (TensorRT 10); timing cache reused."""
     import tensorrt as trt
@@ -214,21 +264,13 @@ def build_serialized(onnx_path: Path, key: EngineKey, timing_cache: Path, logger
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     _parse(parser, onnx_path)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_mb << 20)
-    if key.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    crops = network.get_input(0)  # "crops_bgr" (N, S, S, 3) uint8: only the batch axis is dynamic
-    tail = tuple(crops.shape)[1:]
-    profile = builder.create_optimization_profile()
-    profile.set_shape(crops.name, *((n, *tail) for n in key.profile))
-    config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    config = _configure(trt, builder, network, key, timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
-    _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    saved = config.get_timing_cache()
+    if saved is not None:
+        _write_atomic(timing_cache, bytes(saved.serialize()))
     return bytes(serialized)
 
 
@@ -242,6 +284,8 @@ def ensure_engine(onnx_path: Path, cache_root: Path, options: BuildOptions) -> t
     builder = trt.Builder(logger)
     fast_fp16 = getattr(builder, "platform_has_fast_fp16", True)  # deprecated late in TensorRT 10
     precision = effective_precision(options.precision, fast_fp16)
+    if precision == "fp16":
+        fp16_flag(trt)  # TensorRT 11 has none: say so before any work
     options = dataclasses.replace(options, precision=precision)
     key = make_key(sha256_file(onnx_path), options, trt.__version__, gpu_identity())
     cache = EngineCache(cache_root)

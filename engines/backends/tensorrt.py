@@ -3,9 +3,10 @@
 Named tensors (TensorRT 10): the input "crops_bgr" and one output per head plus "embedding", read from
 the engine. Device buffers are allocated once and grown only when a larger batch comes (`BufferPlan`:
 next power of two, capped at the profile's max batch, never shrunk); a batch above the max runs in
-chunks. Device memory is torch CUDA tensors when torch has CUDA (one CUDA context, shared with the
-device crops), else pycuda on the device's primary context (the one TensorRT's runtime uses).
-`execute_async_v3` runs on the memory's CUDA stream.
+chunks. Device memory (engines.backends.trt_memory) is torch CUDA tensors when torch has CUDA (one
+CUDA context, shared with the device crops), else pycuda on the device's primary context (the one
+TensorRT's runtime uses), made current around the build and each batch. `execute_async_v3` runs on
+the memory's CUDA stream; every `set_input_shape` / `set_tensor_address` is checked.
 
 `tensorrt`, `pycuda` and CUDA torch are imported only when the backend is built, so `BufferPlan` and
 `TrtRunner` (fed fake engines in the tests) work without them.
@@ -16,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from engines import backends
 from engines.backends import chunk_bounds
 from engines.backends.base import NetSource
+from engines.backends.trt_memory import DeviceMemory, make_memory
 from engines.errors import BackendUnavailable, EmostreamError
 
 
@@ -58,109 +60,26 @@ class TensorInfo:
     tail: tuple[int, ...]
 
 
-class DeviceMemory(Protocol):
-    """Device buffers and a CUDA stream (torch or pycuda)."""
-
-    kind: str
-    stream_handle: int
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any: ...
-    def address(self, buffer: Any) -> int: ...
-    def to_device(self, buffer: Any, host: np.ndarray) -> None: ...
-    def to_host(self, buffer: Any, n: int) -> np.ndarray: ...
+ALIGNMENT_BYTES = 256
+"""TensorRT wants every address given to `set_tensor_address` aligned to 256 bytes."""
 
 
-class TorchMemory:
-    """Buffers are torch CUDA tensors; copies and execution are queued on one torch stream."""
-
-    kind = "torch"
-
-    def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
-        self.stream = torch.cuda.Stream()
-        self.stream_handle = self.stream.cuda_stream
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        torch_dtype = self.torch.from_numpy(np.empty(0, dtype)).dtype
-        return self.torch.empty(shape, dtype=torch_dtype, device="cuda")
-
-    def address(self, buffer: Any) -> int:
-        return buffer.data_ptr()
-
-    def to_device(self, buffer: Any, host: np.ndarray) -> None:
-        with self.torch.cuda.stream(self.stream):
-            buffer[: len(host)].copy_(self.torch.from_numpy(np.ascontiguousarray(host)))
-
-    def to_host(self, buffer: Any, n: int) -> np.ndarray:
-        with self.torch.cuda.stream(self.stream):
-            return buffer[:n].cpu().numpy()  # a blocking copy on this stream: waits for the engine
-
-    def wait_for_torch(self) -> None:
-        """Order this stream after work torch queued on its current stream (the device crops)."""
-        self.stream.wait_stream(self.torch.cuda.current_stream())
+def aligned_chunk(crops: Any, lo: int, hi: int) -> Any:
+    """Rows [lo, hi) of a torch tensor, contiguous and 256-byte aligned (copied when they are not)."""
+    chunk = crops[lo:hi].contiguous()
+    return chunk.clone() if chunk.data_ptr() % ALIGNMENT_BYTES else chunk
 
 
-@dataclass
-class _PycudaBuffer:
-    device: Any
-    host: np.ndarray  # page-locked staging of the same shape
-
-
-class PycudaMemory:
-    """Buffers are pycuda allocations with page-locked host staging, on the primary context."""
-
-    kind = "pycuda"
-
-    def __init__(self) -> None:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        self.cuda = cuda
-        self.context = cuda.Device(0).retain_primary_context()
-        self.context.push()
-        self.stream = cuda.Stream()
-        self.stream_handle = self.stream.handle
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _PycudaBuffer:
-        host = self.cuda.pagelocked_empty(shape, dtype)
-        return _PycudaBuffer(self.cuda.mem_alloc(max(host.nbytes, 1)), host)
-
-    def address(self, buffer: _PycudaBuffer) -> int:
-        return int(buffer.device)
-
-    def to_device(self, buffer: _PycudaBuffer, host: np.ndarray) -> None:
-        staged = buffer.host[: len(host)]
-        np.copyto(staged, host)
-        self.cuda.memcpy_htod_async(buffer.device, staged, self.stream)
-
-    def to_host(self, buffer: _PycudaBuffer, n: int) -> np.ndarray:
-        self.cuda.memcpy_dtoh_async(buffer.host[:n], buffer.device, self.stream)
-        self.stream.synchronize()
-        return buffer.host[:n].copy()
-
-
-def make_memory() -> DeviceMemory:
-    """TorchMemory when torch has CUDA (no second context), else PycudaMemory."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return TorchMemory()
-    except ImportError:
-        pass
-    try:
-        return PycudaMemory()
-    except ImportError:
-        raise BackendUnavailable(
-            "backend 'tensorrt' needs device memory from a CUDA build of torch or from pycuda; "
-            f"neither is installed: {backends.TENSORRT_INSTALL_HINT}"
-        ) from None
+def _refused(ok: bool, what: str, name: str, n: int) -> None:
+    if not ok:
+        raise EmostreamError(f"TensorRT refused the {what} of tensor {name!r} for a batch of {n} faces")
 
 
 class TrtRunner:
-    """Executes one engine context on growing buffers: host or device crops in, host arrays out."""
+    """Executes one engine context on growing buffers: host or device crops in, host arrays out.
+
+    Every batch runs inside `memory.active()` (pycuda: the context current on the calling thread).
+    """
 
     def __init__(self, context: Any, tensors: Sequence[TensorInfo], memory: DeviceMemory, max_batch: int):
         inputs = [t for t in tensors if t.is_input]
@@ -171,42 +90,66 @@ class TrtRunner:
         self.plan = BufferPlan(max_batch)
         self.buffers: dict[str, Any] = {}
 
-    def _reserve(self, n: int) -> None:
+    def _check(self, shape: Sequence[int], dtype: str) -> None:
+        tail, want = tuple(self.input.tail), self.input.dtype.name
+        if dtype != want or len(shape) != 1 + len(tail) or tuple(shape[1:]) != tail:
+            raise ValueError(
+                f"the engine takes (N, {', '.join(map(str, tail))}) {want} crops, got {tuple(shape)} {dtype}"
+            )
+
+    def _reserve(self, n: int, host_input: bool) -> None:
+        """Output buffers for `n` faces, and the input buffer only when the crops come from the host."""
         if self.plan.reserve(n):
-            cap = self.plan.capacity
-            self.buffers = {
-                t.name: self.memory.empty((cap, *t.tail), t.dtype) for t in (self.input, *self.outputs)
-            }
+            self.buffers = {t.name: self._empty(t) for t in self.outputs}
+        if host_input and self.input.name not in self.buffers:
+            self.buffers[self.input.name] = self._empty(self.input)
+
+    def _empty(self, tensor: TensorInfo) -> Any:
+        return self.memory.empty((self.plan.capacity, *tensor.tail), tensor.dtype)
 
     def _execute(self, n: int, input_address: int) -> dict[str, np.ndarray]:
-        self.context.set_input_shape(self.input.name, (n, *self.input.tail))
-        self.context.set_tensor_address(self.input.name, input_address)
+        name, context = self.input.name, self.context
+        _refused(context.set_input_shape(name, (n, *self.input.tail)), "shape", name, n)
+        _refused(context.set_tensor_address(name, input_address), "address", name, n)
         for t in self.outputs:
-            self.context.set_tensor_address(t.name, self.memory.address(self.buffers[t.name]))
-        if not self.context.execute_async_v3(self.memory.stream_handle):
+            address = self.memory.address(self.buffers[t.name])
+            _refused(context.set_tensor_address(t.name, address), "address", t.name, n)
+        if not context.execute_async_v3(self.memory.stream_handle):
             raise EmostreamError(f"TensorRT failed to execute a batch of {n} faces")
         return {t.name: self.memory.to_host(self.buffers[t.name], n) for t in self.outputs}
 
     def _collect(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if not parts:
+            return {t.name: np.empty((0, *t.tail), t.dtype) for t in self.outputs}
         return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.outputs}
 
     def run(self, crops_bgr: np.ndarray) -> dict[str, np.ndarray]:
         """Host (N,S,S,3) uint8 crops -> named host outputs, in chunks of at most max_batch."""
+        self._check(crops_bgr.shape, crops_bgr.dtype.name)
         parts = []
-        for lo, hi in chunk_bounds(len(crops_bgr), self.plan.max_batch):
-            self._reserve(hi - lo)
-            self.memory.to_device(self.buffers[self.input.name], crops_bgr[lo:hi])
-            parts.append(self._execute(hi - lo, self.memory.address(self.buffers[self.input.name])))
+        with self.memory.active():
+            for lo, hi in chunk_bounds(len(crops_bgr), self.plan.max_batch):
+                self._reserve(hi - lo, host_input=True)
+                buffer = self.buffers[self.input.name]
+                self.memory.to_device(buffer, crops_bgr[lo:hi])
+                parts.append(self._execute(hi - lo, self.memory.address(buffer)))
         return self._collect(parts)
 
     def run_device(self, crops: Any) -> dict[str, np.ndarray]:
-        """Crops already on the device (a torch CUDA tensor): the engine reads them where they are."""
-        self.memory.wait_for_torch()
+        """Crops already on the device (a torch CUDA tensor): the engine reads them where they are.
+
+        The chunks are made contiguous and aligned first, so the engine's stream waits for those
+        copies too (they are queued on torch's current stream, like the crops themselves).
+        """
+        self._check(tuple(crops.shape), str(crops.dtype).removeprefix("torch."))
+        bounds = chunk_bounds(len(crops), self.plan.max_batch)
+        chunks = [aligned_chunk(crops, lo, hi) for lo, hi in bounds]
         parts = []
-        for lo, hi in chunk_bounds(len(crops), self.plan.max_batch):
-            self._reserve(hi - lo)
-            chunk = crops[lo:hi].contiguous()
-            parts.append(self._execute(hi - lo, chunk.data_ptr()))
+        with self.memory.active():
+            self.memory.wait_for_torch()
+            for chunk in chunks:
+                self._reserve(len(chunk), host_input=False)
+                parts.append(self._execute(len(chunk), self.memory.address(chunk)))
         return self._collect(parts)
 
 
@@ -234,6 +177,31 @@ def _cache_root(net_source: NetSource, cache_dir: str | Path | None) -> Path:
     return Path(derived) / "trt"
 
 
+def _load_engine(onnx_path: Path, cache_root: Path, options: Any) -> tuple[Any, Any]:
+    """engines.trt_engine.ensure_engine, with whatever TensorRT raises turned into a one-line
+    EngineBuildError (a BackendUnavailable: `auto` then goes on to the next backend)."""
+    from engines import trt_engine
+
+    try:
+        return trt_engine.ensure_engine(onnx_path, cache_root, options)
+    except EmostreamError:
+        raise
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise trt_engine.EngineBuildError(
+            f"{onnx_path}: TensorRT could not build or load an engine ({type(exc).__name__}: {detail})"
+        ) from exc
+
+
+def _execution_context(cached: Any) -> Any:
+    from engines.trt_engine import EngineBuildError
+
+    context = cached.engine.create_execution_context()
+    if context is None:
+        raise EngineBuildError(f"{cached.path}: TensorRT could not create an execution context (GPU memory?)")
+    return context
+
+
 class TensorRTBackend:
     """`Backend` over a cached TensorRT engine of the fused net."""
 
@@ -248,7 +216,7 @@ class TensorRTBackend:
         workspace_mb: int = 1024,
         cache_dir: str | Path | None = None,
     ):
-        from engines.trt_engine import BuildOptions, ensure_engine
+        from engines.trt_engine import BuildOptions
 
         reason = backends.unavailable_reason("tensorrt")
         if reason:
@@ -261,15 +229,16 @@ class TensorRTBackend:
                 "backend 'tensorrt' is not available: the tensorrt module is not installed; "
                 f"{backends.TENSORRT_INSTALL_HINT}"
             ) from None
-        self.memory = make_memory()  # before the engine: pycuda must make the primary context current
-        cached, self._runtime = ensure_engine(
-            net_source.onnx_path, _cache_root(net_source, cache_dir), options
-        )
-        self.engine, self.engine_path, self.engine_key = cached.engine, cached.path, cached.key
-        self.engine_built = cached.built
-        self.runner = TrtRunner(
-            self.engine.create_execution_context(), io_tensors(trt, self.engine), self.memory, max_batch
-        )
+        self.memory = make_memory()
+        with self.memory.active():  # pycuda: the primary context is current while TensorRT works
+            cached, self._runtime = _load_engine(
+                net_source.onnx_path, _cache_root(net_source, cache_dir), options
+            )
+            self.engine, self.engine_path, self.engine_key = cached.engine, cached.path, cached.key
+            self.runner = TrtRunner(
+                _execution_context(cached), io_tensors(trt, self.engine), self.memory, max_batch
+            )
+        self.engine_built, self.precision = cached.built, cached.key.precision
         if self.memory.kind == "torch":  # device crops need torch on the GPU
             self.run_device = self.runner.run_device
             self.crops_on_device = self._crops_on_device
@@ -293,5 +262,4 @@ class TensorRTBackend:
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
-        if self.memory.kind == "torch":
-            self.memory.torch.cuda.synchronize()
+        self.memory.synchronize()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -117,6 +120,62 @@ def test_auto_falls_through_when_a_probed_backend_still_refuses(monkeypatch, sou
     monkeypatch.setitem(backends._PROBES, "torch", lambda: NO_CUDA)
     backend = create_backend("auto", source, precision="fp16")  # an option onnxruntime does not take
     assert backend.name == "onnxruntime"
+
+
+def _cuinit_fails():
+    raise RuntimeError("cuInit failed: no CUDA-capable device is detected")
+
+
+def _tensorrt_that_fails(monkeypatch, where: str) -> None:
+    """The tensorrt backend with its module present (a stand-in) and its probe passing, failing
+    `where` the real one can: the ONNX parser, TensorRT itself, or pycuda's CUDA start."""
+    from engines import trt_engine
+    from engines.backends import tensorrt as trt_backend
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(backends._PROBES, "tensorrt", lambda: OK)
+    monkeypatch.setitem(backends._PROBES, "torch", lambda: NO_CUDA)
+    if where == "pycuda":
+        driver = types.SimpleNamespace(init=_cuinit_fails)
+        monkeypatch.setitem(sys.modules, "pycuda", types.SimpleNamespace(driver=driver))
+        monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        return
+    errors = {
+        "parser": trt_engine.EngineBuildError("fused.onnx: TensorRT's ONNX parser refused it: Cast"),
+        "tensorrt": RuntimeError("pybind11::init(): factory function returned nullptr\nstack"),
+    }
+
+    def ensure_engine(onnx_path, cache_root, options):
+        raise errors[where]
+
+    memory = types.SimpleNamespace(kind="fake", active=contextlib.nullcontext)
+    monkeypatch.setattr(trt_backend, "make_memory", lambda: memory)
+    monkeypatch.setattr(trt_engine, "ensure_engine", ensure_engine)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("parser", "fused.onnx: TensorRT's ONNX parser refused it: Cast"),
+        (
+            "tensorrt",
+            "{onnx}: TensorRT could not build or load an engine "
+            "(RuntimeError: pybind11::init(): factory function returned nullptr)",
+        ),
+        (
+            "pycuda",
+            "backend 'tensorrt' could not start CUDA through pycuda "
+            "(RuntimeError: cuInit failed: no CUDA-capable device is detected)",
+        ),
+    ],
+)
+def test_a_tensorrt_that_fails_to_start_gives_way_under_auto(monkeypatch, source, where, message):
+    _tensorrt_that_fails(monkeypatch, where)
+    assert create_backend("auto", source, precision="fp16").name == "onnxruntime"
+    with pytest.raises(BackendUnavailable) as err:
+        create_backend("tensorrt", source)
+    assert str(err.value) == message.format(onnx=source.onnx_path)
 
 
 def test_auto_order_and_the_cli_choices_match_the_registry():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
-from engines.bench import BenchRow, face_matrices, markdown_table, run_bench, synthetic_frame
+from engines.bench import BenchRow, backend_label, face_matrices, markdown_table, run_bench, synthetic_frame
 from engines.device_crops import pyramid_level
 from engines.multitask import MultiTaskNet, NetConfig
 from engines.store import ModelStore
@@ -39,6 +41,19 @@ def test_workload_faces_are_inside_the_frame_and_need_the_first_pyramid_level(n,
 def test_rows_give_faces_per_second_and_phase_shares(row, faces_per_s, shares):
     assert row.faces_per_s == pytest.approx(faces_per_s)
     assert tuple(row.share(p) for p in ("pre", "infer", "post")) == pytest.approx(shares)
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "precision", "label"),
+    [
+        ("onnxruntime", None, "onnxruntime"),
+        ("torch", "fp16", "torch fp16"),
+        ("tensorrt", "fp32", "tensorrt fp32"),
+    ],
+)
+def test_rows_name_the_backend_that_ran_and_its_precision(backend_name, precision, label):
+    backend = types.SimpleNamespace(name=backend_name, precision=precision)
+    assert backend_label(types.SimpleNamespace(backend=backend, backend_name=backend_name)) == label
 
 
 def test_the_table_has_one_line_per_backend_and_batch():

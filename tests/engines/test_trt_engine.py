@@ -7,23 +7,33 @@ tested here with small fakes; the real build + run is a `gpu` test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
+import sys
+import threading
+import types
 
 import cv2
 import numpy as np
 import pytest
 
-from engines.backends.tensorrt import BufferPlan, TensorInfo, TrtRunner
-from engines.errors import EmostreamError
+from engines.backends.tensorrt import ALIGNMENT_BYTES, BufferPlan, TensorInfo, TrtRunner, aligned_chunk
+from engines.backends.trt_memory import PycudaMemory, make_memory
+from engines.bench import backend_label
+from engines.errors import BackendUnavailable, EmostreamError
 from engines.trt_engine import (
+    ENGINE_FORMAT,
     BuildOptions,
     EngineBuildError,
     EngineCache,
     EngineKey,
     effective_precision,
+    ensure_engine,
     make_key,
+    set_precision,
+    use_timing_cache,
 )
 from pipeline import cli
 
@@ -98,6 +108,96 @@ def test_build_options_refuse_bad_values_in_one_line(kwargs, message):
 )
 def test_fp16_only_where_the_gpu_has_it(requested, fast_fp16, expected):
     assert effective_precision(requested, fast_fp16) == expected
+
+
+TRT10_FLAGS = types.SimpleNamespace(FP16="FP16", TF32="TF32")
+TRT11_FLAGS = types.SimpleNamespace(TF32="TF32")  # TensorRT 11 dropped BuilderFlag.FP16
+
+
+class FakeConfig:
+    """A builder config recording its flags; timing caches are ("cache", blob) or refused as TensorRT does."""
+
+    def __init__(self) -> None:
+        self.set, self.cleared, self.timing_cache = [], [], None
+
+    def set_flag(self, flag):
+        self.set.append(flag)
+
+    def clear_flag(self, flag):
+        self.cleared.append(flag)
+
+    def create_timing_cache(self, blob: bytes):
+        if blob == b"raises":
+            raise RuntimeError("timing cache is corrupt")
+        return None if blob == b"corrupt" else ("cache", blob)
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache[1] == b"other device":
+            return False
+        self.timing_cache = cache
+        return True
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision", "set_", "cleared"),
+    [
+        (TRT10_FLAGS, "fp16", ["FP16"], []),
+        (TRT10_FLAGS, "fp32", [], ["TF32"]),  # TensorRT would otherwise run fp32 convolutions in TF32
+        (TRT11_FLAGS, "fp32", [], ["TF32"]),
+        (types.SimpleNamespace(), "fp32", [], []),  # no TF32 flag: nothing to clear
+    ],
+)
+def test_precision_flags(flags, precision, set_, cleared):
+    config = FakeConfig()
+    set_precision(types.SimpleNamespace(BuilderFlag=flags, __version__="10.7.0"), config, precision)
+    assert (config.set, config.cleared) == (set_, cleared)
+
+
+def test_fp16_without_a_builder_flag_is_a_one_line_build_error():
+    trt = types.SimpleNamespace(BuilderFlag=TRT11_FLAGS, __version__="11.0.0")
+    with pytest.raises(EngineBuildError) as err:
+        set_precision(trt, FakeConfig(), "fp16")
+    assert str(err.value) == (
+        "TensorRT 11.0.0 has no BuilderFlag.FP16 (removed in TensorRT 11): ask for precision fp32, "
+        'or install TensorRT 10 with pip install "emostream[tensorrt]"'
+    )
+    assert isinstance(err.value, BackendUnavailable)  # so `auto` moves on to the next backend
+
+
+def test_ensure_engine_refuses_fp16_on_tensorrt_11_before_any_work(monkeypatch, tmp_path):
+    class Logger:
+        ERROR = 1
+
+        def __init__(self, level):
+            pass
+
+    fake = types.SimpleNamespace(
+        __version__="11.0.0", Logger=Logger, Builder=lambda logger: object(), BuilderFlag=TRT11_FLAGS
+    )
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    missing = tmp_path / "not-read.onnx"  # hashing it would raise FileNotFoundError
+    with pytest.raises(EngineBuildError, match=r"has no BuilderFlag\.FP16"):
+        ensure_engine(missing, tmp_path / "trt", BuildOptions(precision="fp16"))
+    assert not (tmp_path / "trt").exists()
+
+
+@pytest.mark.parametrize(
+    ("saved", "used"),
+    [
+        (None, b""),  # first build: an empty cache
+        (b"timings", b"timings"),
+        (b"corrupt", b""),  # create_timing_cache returned None
+        (b"raises", b""),
+        (b"other device", b""),  # set_timing_cache refused it
+    ],
+)
+def test_a_missing_or_unusable_timing_cache_starts_an_empty_one(tmp_path, saved, used):
+    path = tmp_path / "timing.cache"
+    if saved is not None:
+        path.write_bytes(saved)
+    config = FakeConfig()
+    use_timing_cache(config, path)
+    assert config.timing_cache == ("cache", used)
 
 
 class FakeBuilder:
@@ -191,6 +291,15 @@ def test_a_failed_build_leaves_nothing_under_the_final_names(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_engines_cached_before_fp32_dropped_tf32_are_rebuilt(tmp_path):
+    """Format v1 engines were fp32 with TF32 on; the current format names another cache entry."""
+    cache, builder = EngineCache(tmp_path), FakeBuilder()
+    old = _load(cache, builder, dataclasses.replace(KEY, precision="fp32", format="emostream-trt-v1"))
+    new = _load(cache, builder, dataclasses.replace(KEY, precision="fp32"))
+    assert KEY.format == ENGINE_FORMAT != "emostream-trt-v1"
+    assert new.built and new.path != old.path and len(builder.builds) == 2
+
+
 def test_keys_differing_only_in_gpu_live_side_by_side(tmp_path):
     cache, builder = EngineCache(tmp_path), FakeBuilder()
     other = dataclasses.replace(KEY, gpu_name="NVIDIA A10", compute_capability="8.6")
@@ -223,13 +332,26 @@ def test_a_batch_outside_the_profile_is_refused(n):
 
 
 class FakeMemory:
-    """Device memory as numpy arrays addressed by id, counting allocations."""
+    """Device memory as numpy arrays addressed by id, counting allocations and recording events."""
 
     kind, stream_handle = "fake", 7
 
     def __init__(self) -> None:
         self.by_address: dict[int, np.ndarray] = {}
         self.allocations: list[tuple[int, ...]] = []
+        self.events: list[str] = []
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def active(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def is_active(self) -> bool:
+        return self.depth > 0
 
     def empty(self, shape, dtype):
         buffer = np.full(shape, 255, dtype)  # garbage until written
@@ -238,6 +360,8 @@ class FakeMemory:
         return buffer
 
     def address(self, buffer) -> int:
+        """Host arrays, and CPU torch tensors standing in for device crops."""
+        self.by_address[id(buffer)] = buffer if isinstance(buffer, np.ndarray) else buffer.numpy()
         return id(buffer)
 
     def to_device(self, buffer, host) -> None:
@@ -246,27 +370,42 @@ class FakeMemory:
     def to_host(self, buffer, n):
         return buffer[:n].copy()
 
+    def wait_for_torch(self) -> None:
+        self.events.append("wait")
+
+    def synchronize(self) -> None:
+        self.events.append("synchronize")
+
 
 class FakeContext:
-    """An 'engine' whose outputs are each crop's mean and per-channel means, read at the set addresses."""
+    """An 'engine' whose outputs are each crop's mean and per-channel means, read at the set addresses.
 
-    def __init__(self, memory: FakeMemory, ok: bool = True) -> None:
-        self.memory, self.ok, self.addresses, self.shapes = memory, ok, {}, {}
+    `refuse` holds ("shape" | "address", tensor name) pairs whose setter returns False.
+    """
+
+    def __init__(self, memory, ok: bool = True, refuse=()) -> None:
+        self.memory, self.ok, self.refuse = memory, ok, set(refuse)
+        self.addresses, self.shapes = {}, {}
 
     def set_input_shape(self, name, shape):
         self.shapes[name] = tuple(shape)
-        return True
+        return ("shape", name) not in self.refuse
 
     def set_tensor_address(self, name, address):
         self.addresses[name] = address
-        return True
+        return ("address", name) not in self.refuse
+
+    def _view(self, name) -> np.ndarray:
+        info = {t.name: t for t in TENSORS}[name]
+        return self.memory.by_address[self.addresses[name]].view(info.dtype).reshape(-1, *info.tail)
 
     def execute_async_v3(self, stream_handle):
-        assert stream_handle == self.memory.stream_handle
+        assert stream_handle == self.memory.stream_handle and self.memory.is_active()
+        self.memory.events.append("execute")
         n = self.shapes["crops_bgr"][0]
-        crops = self.memory.by_address[self.addresses["crops_bgr"]][:n].astype(np.float32)
-        self.memory.by_address[self.addresses["mean"]][:n] = crops.mean(axis=(1, 2, 3))
-        self.memory.by_address[self.addresses["channels"]][:n] = crops.mean(axis=(1, 2))
+        crops = self._view("crops_bgr")[:n].astype(np.float32)
+        self._view("mean")[:n] = crops.mean(axis=(1, 2, 3))
+        self._view("channels")[:n] = crops.mean(axis=(1, 2))
         return self.ok
 
 
@@ -294,7 +433,7 @@ def test_the_runner_grows_buffers_chunks_big_batches_and_keeps_row_order(patches
         np.testing.assert_allclose(out["channels"], crops.astype(np.float32).mean(axis=(1, 2)), rtol=1e-6)
     capacities = [shape[0] for shape in memory.allocations[:: len(TENSORS)]]
     assert capacities == [4, 8, 128]  # 3 -> 4, 2 fits, 5 -> 8, 130 = 128 + 2 -> 128, 1 fits
-    assert memory.allocations[:3] == [(4, 16, 16, 3), (4,), (4, 3)]
+    assert memory.allocations[:3] == [(4,), (4, 3), (4, 16, 16, 3)]  # outputs, then the host input
 
 
 def test_a_failed_execution_is_an_error_not_garbage(patches):
@@ -308,6 +447,234 @@ def test_an_engine_with_two_inputs_is_refused():
     memory = FakeMemory()
     with pytest.raises(EmostreamError, match="one input tensor, this one has 2"):
         TrtRunner(FakeContext(memory), [*TENSORS, TENSORS[0]], memory, max_batch=8)
+
+
+@pytest.mark.parametrize(
+    ("refuse", "message"),
+    [
+        (("shape", "crops_bgr"), "TensorRT refused the shape of tensor 'crops_bgr' for a batch of 2 faces"),
+        (
+            ("address", "crops_bgr"),
+            "TensorRT refused the address of tensor 'crops_bgr' for a batch of 2 faces",
+        ),
+        (("address", "channels"), "TensorRT refused the address of tensor 'channels' for a batch of 2 faces"),
+    ],
+)
+def test_a_refused_shape_or_address_names_the_tensor(patches, refuse, message):
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory, refuse=[refuse]), TENSORS, memory, max_batch=8)
+    with pytest.raises(EmostreamError) as err:
+        runner.run(patches[:2])
+    assert str(err.value) == message and memory.events == []  # nothing executed
+
+
+def _torch_crops(patches, n: int, contiguous: bool):
+    """Device-crop stand-ins: CPU torch tensors, optionally a non-contiguous view of the same values."""
+    import torch
+
+    if contiguous:
+        return torch.from_numpy(patches[:n].copy())
+    return torch.from_numpy(patches[:n].transpose(0, 2, 1, 3).copy()).transpose(1, 2)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_run_device_waits_once_then_reads_the_crops_without_an_input_buffer(patches, contiguous):
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory), TENSORS, memory, max_batch=8)
+    out = runner.run_device(_torch_crops(patches, 11, contiguous))  # 8 + 3
+    np.testing.assert_allclose(out["mean"], patches[:11].astype(np.float32).mean(axis=(1, 2, 3)), rtol=1e-6)
+    assert memory.events == ["wait", "execute", "execute"]
+    assert memory.allocations == [(8,), (8, 3)]  # outputs only: the engine reads the crops in place
+    runner.run(patches[:3])  # a host batch later needs the input buffer, at the current capacity
+    assert memory.allocations == [(8,), (8, 3), (8, 16, 16, 3)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "got"),
+    [
+        ((2, 16, 16, 3), np.float32, "(2, 16, 16, 3) float32"),
+        ((2, 8, 8, 3), np.uint8, "(2, 8, 8, 3) uint8"),
+        ((16, 16, 3), np.uint8, "(16, 16, 3) uint8"),
+    ],
+)
+def test_crops_of_the_wrong_shape_or_type_are_refused(shape, dtype, got):
+    import torch
+
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory), TENSORS, memory, max_batch=8)
+    expected = f"the engine takes (N, 16, 16, 3) uint8 crops, got {got}"
+    for call in (
+        lambda: runner.run(np.zeros(shape, dtype)),
+        lambda: runner.run_device(torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == expected
+    assert memory.events == [] and memory.allocations == []
+
+
+def test_an_empty_batch_gives_empty_outputs(patches):
+    memory = FakeMemory()
+    runner = TrtRunner(FakeContext(memory), TENSORS, memory, max_batch=8)
+    for out in (runner.run(patches[:0]), runner.run_device(_torch_crops(patches, 0, True))):
+        assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
+            "mean": ((0,), np.float32),
+            "channels": ((0, 3), np.float32),
+        }
+    assert memory.events == ["wait"] and memory.allocations == []
+
+
+@pytest.mark.parametrize(
+    ("size", "lo", "hi", "copied"),
+    [
+        (8, 0, 2, False),  # the start of an aligned tensor
+        (8, 1, 3, True),  # 8*8*3 = 192 bytes per crop: row 1 is off by 192
+        (8, 4, 6, False),  # 4 * 192 = 768 = 3 * 256
+        (16, 1, 3, False),  # 16*16*3 = 768 bytes per crop: every row is aligned
+    ],
+)
+def test_device_chunks_are_copied_only_when_not_256_byte_aligned(size, lo, hi, copied):
+    import torch
+
+    raw = torch.arange(8 * size * size * 3 + 256, dtype=torch.int64).to(torch.uint8)
+    skip = (-raw.data_ptr()) % ALIGNMENT_BYTES
+    crops = raw[skip : skip + 8 * size * size * 3].view(8, size, size, 3)
+    assert crops.data_ptr() % ALIGNMENT_BYTES == 0
+    chunk = aligned_chunk(crops, lo, hi)
+    assert torch.equal(chunk, crops[lo:hi]) and chunk.is_contiguous()
+    assert (chunk.data_ptr() != crops[lo:hi].data_ptr()) == copied
+    if not copied:
+        assert chunk.data_ptr() % ALIGNMENT_BYTES == 0
+
+
+class FakeDriver:
+    """The part of pycuda.driver PycudaMemory uses: a context stack per thread (as CUDA keeps it),
+    device allocations as byte arrays by address."""
+
+    def __init__(self, init_error: Exception | None = None) -> None:
+        self.init_error, self.local, self.by_address = init_error, threading.local(), {}
+        self.primary, self.pushes, self.pops = object(), 0, 0
+        driver = self
+
+        class Context:
+            @staticmethod
+            def pop():
+                driver.pops += 1
+                driver.stack().pop()
+
+        class Primary:
+            def push(self):
+                driver.pushes += 1
+                driver.stack().append(driver.primary)
+
+        self.Context = Context
+        self.Device = lambda index: types.SimpleNamespace(retain_primary_context=Primary)
+
+    def stack(self) -> list:
+        if not hasattr(self.local, "stack"):
+            self.local.stack = []
+        return self.local.stack
+
+    def init(self) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+
+    def Stream(self):  # pycuda's name
+        assert self.stack() == [self.primary], "a stream needs the context current"
+        return types.SimpleNamespace(handle=7, synchronize=lambda: None)
+
+    def pagelocked_empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def mem_alloc(self, nbytes: int) -> int:
+        assert self.stack() == [self.primary], "memory needs the context current"
+        address = 256 * (len(self.by_address) + 1)
+        self.by_address[address] = np.zeros(nbytes, np.uint8)
+        return address
+
+    def memcpy_htod_async(self, device, host, stream) -> None:
+        self.by_address[int(device)][: host.nbytes] = np.ascontiguousarray(host).view(np.uint8).ravel()
+
+    def memcpy_dtoh_async(self, host, device, stream) -> None:
+        host.view(np.uint8).reshape(-1)[:] = self.by_address[int(device)][: host.nbytes]
+
+
+class PycudaView:
+    """What FakeContext reads through for pycuda memory: the driver's allocations and its stack."""
+
+    def __init__(self, driver: FakeDriver, memory: PycudaMemory) -> None:
+        self.driver, self.by_address, self.stream_handle = driver, driver.by_address, memory.stream_handle
+        self.events: list[str] = []
+
+    def is_active(self) -> bool:
+        return self.driver.stack() == [self.driver.primary]
+
+
+def _on_a_thread(driver: FakeDriver, fn):
+    """fn() on a new thread, as live mode infers: (its result or exception, that thread's stack after)."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except Exception as exc:
+            box["result"] = exc
+        box["stack"] = list(driver.stack())
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    return box["result"], box["stack"]
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_pycuda_context_is_pushed_on_the_inferring_thread_and_always_popped(patches, ok):
+    driver = FakeDriver()
+    memory = PycudaMemory(driver)
+    assert driver.stack() == [] and driver.pushes == driver.pops == 1  # the stream was made inside
+    runner = TrtRunner(FakeContext(PycudaView(driver, memory), ok=ok), TENSORS, memory, max_batch=8)
+    result, stack = _on_a_thread(driver, lambda: runner.run(patches[:11]))  # 8 + 3
+    assert stack == [] and driver.stack() == [] and driver.pushes == driver.pops == 2
+    if ok:
+        want = patches[:11].astype(np.float32).mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(result["mean"], want, rtol=1e-6)
+    else:
+        assert str(result) == "TensorRT failed to execute a batch of 8 faces"
+
+
+def _fake_pycuda(monkeypatch, driver: FakeDriver) -> None:
+    """`import pycuda.driver` finds `driver`; torch reports no CUDA (so pycuda is what is left)."""
+    import torch
+
+    package = types.ModuleType("pycuda")
+    package.driver = driver
+    monkeypatch.setitem(sys.modules, "pycuda", package)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_without_cuda_torch_the_memory_is_pycuda(monkeypatch):
+    driver = FakeDriver()
+    _fake_pycuda(monkeypatch, driver)
+    memory = make_memory()
+    assert memory.kind == "pycuda" and driver.stack() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            RuntimeError("cuInit failed: no CUDA-capable device is detected"),
+            "RuntimeError: cuInit failed: no CUDA-capable device is detected",
+        ),
+        (OSError("driver/library version mismatch\nmore detail"), "OSError: driver/library version mismatch"),
+    ],
+)
+def test_a_pycuda_that_cannot_start_cuda_is_a_one_line_backend_unavailable(monkeypatch, error, reason):
+    _fake_pycuda(monkeypatch, FakeDriver(init_error=error))
+    with pytest.raises(BackendUnavailable) as err:
+        make_memory()
+    assert str(err.value) == f"backend 'tensorrt' could not start CUDA through pycuda ({reason})"
 
 
 class FakeEngine:
@@ -357,6 +724,9 @@ def test_the_backend_wires_engine_tensors_memory_and_cache_together(monkeypatch,
     backend = backends.create_backend("tensorrt", source, precision="fp32", max_batch=16)
     assert built["cache_root"] == tmp_path / "trt" and built["options"].profile == (1, 16, 16)
     assert (backend.name, backend.engine_key, backend.engine_built) == ("tensorrt", KEY, True)
+    assert backend.precision == KEY.precision == "fp16"  # the engine's, for the bench rows
+    net = types.SimpleNamespace(backend=backend, backend_name="tensorrt")
+    assert backend_label(net) == "tensorrt fp16"
     assert not hasattr(backend, "run_frames")  # device crops only with torch CUDA memory
     out = backend.run(patches[:20])  # 16 + 4
     np.testing.assert_allclose(out["mean"], patches[:20].astype(np.float32).mean(axis=(1, 2, 3)), rtol=1e-6)
@@ -412,3 +782,22 @@ def test_tensorrt_engine_agrees_with_onnxruntime_and_is_cached(tmp_path, media_d
     want, got = net.infer(crops), second.infer(crops)
     for name in ("emotion", "gender"):
         np.testing.assert_allclose(got[name], want[name], atol=atol, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not installed (it cannot be on the dev machines)")
+def test_tensorrt_on_device_crops_agrees_with_host_crops(tmp_path, media_dir):
+    """run_frames (crops cut on the GPU, read in place, odd chunk offsets) against run on cv2 crops."""
+    from engines.multitask import MultiTaskNet, NetConfig
+    from pipeline.align import crop_faces, crop_matrices
+    from pipeline.detect import create_detector
+    from pipeline.frames import Frame
+
+    net = MultiTaskNet(NetConfig(heads=("emotion",)), backend="tensorrt", max_batch=3, cache_dir=tmp_path)
+    assert net.backend.precision in ("fp16", "fp32") and hasattr(net.backend, "run_frames")
+    detector = create_detector("yunet")
+    images = [cv2.imread(str(media_dir / name)) for name in ["pyfeat_multi_face_5.jpg", *LABELLED]]
+    batches = [detector.detect(Frame(index=0, time_s=0.0, image_bgr=im)) for im in images]
+    got = net.backend.run_frames(images, [crop_matrices(b) for b in batches], net.crop_size)
+    want = net.infer(np.concatenate([crop_faces(im, b) for im, b in zip(images, batches, strict=True)]))
+    np.testing.assert_allclose(got["emotion"], want["emotion"], atol=0.02)
