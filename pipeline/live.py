@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -49,7 +50,7 @@ class LiveJob:
     overwrite: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     render_queue: int = 2  # tracked frames waiting to be drawn
-    cv_threads: int | None = None  # OpenCV threads; None: by frame size (`set_cv_threads`)
+    cv_threads: int | None = None  # OpenCV threads; None: LIVE_CV_THREADS
 
     @property
     def shown_as(self) -> str:
@@ -60,6 +61,13 @@ LIVE_INTRA_OP_THREADS = 1
 """onnxruntime threads for live inference. Measured (docs/benchmarks.md, Live mode): with inference on its
 own thread beside detection, one thread halves CPU use and cuts p95 latency on 2 cores; the default pool
 spin-waits between calls and starves the detector."""
+
+
+LIVE_CV_THREADS = 2
+"""OpenCV (detector) threads in live mode, at most one per core, at every frame size. Measured on 2 cores
+(docs/benchmarks.md, Live mode): at 1080p, 2 threads lowered p95 latency against 1 in all four rows. Live
+is paced by its source, so the shorter detection pass counts, unlike `run`, which takes 1 from 720p up
+to leave the cores to decoding and encoding."""
 
 
 def live_analyzer(config: AnalyzerConfig) -> FaceAnalyzer:
@@ -103,7 +111,7 @@ def run_live(
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
     source = open_live_source(job)
-    set_cv_threads(source.info, job.cv_threads)
+    set_cv_threads(source.info, job.cv_threads or min(LIVE_CV_THREADS, os.cpu_count() or 1))
     own = analyzer is None
     try:
         t0 = time.perf_counter()

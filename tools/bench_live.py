@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--cv-threads",
         default="auto",
-        help="OpenCV thread counts to compare, e.g. auto,1,2 (auto: 1 from 720p up, else 2)",
+        help="OpenCV thread counts to compare, e.g. auto,1,2 (auto: live's default)",
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
