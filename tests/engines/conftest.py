@@ -50,3 +50,10 @@ def batch32(labelled) -> np.ndarray:
     base = list(labelled[0])
     variants = base + [c[:, ::-1] for c in base] + [np.roll(c, s, axis=1) for s in (3, -5) for c in base]
     return np.ascontiguousarray(np.stack(variants[:32]))
+
+
+@pytest.fixture(scope="module")
+def patches(media_dir) -> np.ndarray:
+    """200 distinct 16x16 patches of a real photo."""
+    image = cv2.imread(str(media_dir / "pyfeat_multi_face_5.jpg"))
+    return np.stack([image[y : y + 16, x : x + 16] for y in range(0, 400, 40) for x in range(0, 800, 40)])
