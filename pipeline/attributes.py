@@ -1,6 +1,6 @@
 """Per-track attribute refresh: gender and age once per track every `every_s`, emotion on every face.
 
-A person's gender and age do not change from frame to frame, but their heads cost about 2.4x the emotion
+A person's gender and age do not change from frame to frame, but their heads cost about twice the emotion
 head (docs/models.md). Faces whose track was refreshed less than `every_s` ago run the emotion-only graph
 and take their attributes from the track's last full inference; new or untracked faces, and stale tracks,
 run the full graph. Both graphs hold the same emotion head, so emotions are the same either way.
