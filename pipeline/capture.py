@@ -207,11 +207,11 @@ class CameraSource(Source):
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or DEFAULT_FPS
         h, w = first.shape[:2]
         super().__init__(SourceInfo(f"camera:{index}", w, h, fps, None, None, "camera", is_live=True), False)
-        self._first = first
 
     def _images(self) -> Iterator[tuple[float, np.ndarray]]:
+        """Fresh frames only: the probe frame read at open is seconds old once the models have loaded."""
         t0 = time.monotonic()
-        image, self._first = self._first, None
+        image = self._next_image(self._read)
         while image is not None:
             yield time.monotonic() - t0, _to_bgr(image)
             image = self._next_image(self._read)
