@@ -125,6 +125,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _cv_threads(text: str) -> list[str]:
+    """'auto,1,2' -> ['auto', '1', '2']; anything but 'auto' or a positive integer is a usage error."""
+    items = text.split(",")
+    if not all(i == "auto" or (i.isdigit() and int(i) > 0) for i in items):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or positive integers, comma-separated: {text!r}")
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+")
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detect-every", type=int, help="detect on every Nth frame (default: the analyzer's)")
     p.add_argument(
         "--cv-threads",
-        default="auto",
+        type=_cv_threads,
+        default=["auto"],
         help="OpenCV thread counts to compare, e.g. auto,1,2 (auto: live's default)",
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates.split(","):
                 src = path if rate == "native" else retimed_copy(path, float(rate), Path(tmp))
                 for mode in args.modes.split(","):
-                    for cv in args.cv_threads.split(","):
+                    for cv in args.cv_threads:
                         row = bench(src, Path(path).name, rate, mode, args.runs, args.max_seconds, config, cv)
                         rows.append(row)
     print(f"machine: {machine()}; python {platform.python_version()}; runs: {args.runs} (medians)")
