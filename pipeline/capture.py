@@ -13,6 +13,7 @@ frame left the source. `realtime=True` paces file frames to their timestamps, li
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -129,6 +130,9 @@ class VideoSource(Source):
             super().__init__(_video_info(self._container, self._stream, shown_as, is_live), realtime)
             self._decoded = self._decode()
             self._first = self._first_frame(shown_as)
+            self._rotate = _ROTATIONS.get(round(self._first.rotation or 0) % 360)
+            if self._rotate in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE):
+                self.info = dataclasses.replace(self.info, width=self.info.height, height=self.info.width)
         except BaseException:
             self._container.close()
             raise
@@ -177,7 +181,8 @@ class VideoSource(Source):
         frame: av.VideoFrame | None = self._first
         self._first = None
         while frame is not None:
-            yield self._time_of(frame), frame.to_ndarray(format="bgr24")
+            image = frame.to_ndarray(format="bgr24")
+            yield self._time_of(frame), image if self._rotate is None else cv2.rotate(image, self._rotate)
             frame = self._next_image(lambda: next(self._decoded, None))
         self.close()  # the end: free the decoder now rather than at garbage collection
 
@@ -251,7 +256,9 @@ def open_source(path_or_url: str | Path | int, *, realtime: bool = False, timeou
 
 def open_stream(url: str, *, realtime: bool = False, timeout_s: float = 10.0) -> VideoSource:
     """A network stream through FFmpeg: TCP for RTSP, socket timeouts, `is_live` set."""
-    options = {"timeout": str(int(timeout_s * 1e6))}  # microseconds, for rtsp and http alike
+    us = str(int(timeout_s * 1e6))
+    # microseconds; RTMP reads "timeout" as a listen timeout (server mode), so it gets rw_timeout
+    options = {"rw_timeout": us} if url.lower().startswith("rtmp") else {"timeout": us}
     if url.lower().startswith("rtsp"):
         options["rtsp_transport"] = "tcp"
     return VideoSource(url, url, realtime=realtime, options=options, timeout_s=timeout_s, is_live=True)
@@ -321,6 +328,11 @@ def _video_stream(container, shown_as: str):
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads: decoding overlaps the rest of the pipeline
     return stream
+
+
+_ROTATIONS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+"""The display matrix's counter-clockwise rotation (PyAV `VideoFrame.rotation`, mod 360) -> the cv2.rotate
+that shows the picture upright, as players do: phone videos store sideways frames and this matrix."""
 
 
 def _video_info(container, stream, shown_as: str, is_live: bool) -> SourceInfo:

@@ -323,3 +323,33 @@ def _atom(data: bytes, kind: bytes) -> tuple[int, int]:
             return offset, size
         offset += size
     raise AssertionError(f"no {kind!r} atom")
+
+
+def _phone_video(path: Path, upright_bgr: np.ndarray, stored: int, rotation: int, frames: int = 6) -> Path:
+    """Frames stored turned by the cv2 code `stored`, with a display matrix of `rotation` degrees
+    counter-clockwise that turns them upright again: what phones write when held upright."""
+    sideways = cv2.rotate(upright_bgr, stored)
+    h, w = sideways.shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.set_display_rotation(rotation)
+        for _ in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(sideways, format="bgr24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("stored", "rotation"),
+    [(cv2.ROTATE_90_CLOCKWISE, 90), (cv2.ROTATE_90_COUNTERCLOCKWISE, -90), (cv2.ROTATE_180, 180)],
+    ids=["cw-stored", "ccw-stored", "upside-down"],
+)
+def test_display_rotation_is_applied_so_faces_come_out_upright(tmp_path, media_dir, stored, rotation):
+    upright = cv2.resize(cv2.imread(str(media_dir / "pyfeat_happy_f15.jpg")), (320, 240))
+    with open_source(_phone_video(tmp_path / "phone.mp4", upright, stored, rotation)) as src:
+        frame = next(iter(src))
+    assert (src.info.width, src.info.height) == (320, 240) == frame.wh
+    error = np.abs(frame.image_bgr.astype(np.float32) - upright).mean()
+    upside_down = np.abs(frame.image_bgr.astype(np.float32) - cv2.rotate(upright, cv2.ROTATE_180)).mean()
+    assert error < 8 < upside_down, f"the picture must come out as shot: {error:.1f} vs {upside_down:.1f}"
