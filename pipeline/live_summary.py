@@ -23,10 +23,11 @@ def track_states(known: FaceBatch, unknown: FaceBatch) -> list[dict]:
             k = int(np.argmax(probs[i]))
             t.update(emotion=[round(float(p), 4) for p in probs[i]], top=EMOTIONS[k])
             t["top_p"] = float(probs[i, k])
-        if "gender" in known.outputs:
-            t["gender"] = "man" if known.outputs["gender"][i] >= 0.5 else "woman"
-        if "age" in known.outputs:
-            t["age"] = float(known.outputs["age"][i])
+        gender, age = known.outputs.get("gender"), known.outputs.get("age")
+        if gender is not None and np.isfinite(gender[i]):  # NaN: not inferred (JSON has no NaN)
+            t["gender"] = "man" if gender[i] >= 0.5 else "woman"
+        if age is not None and np.isfinite(age[i]):
+            t["age"] = float(age[i])
         tracks.append(t)
     for i in range(len(unknown)):
         tracks.append({"id": int(unknown.track_ids[i]), "xyxy": [round(float(v)) for v in unknown.xyxy[i]]})

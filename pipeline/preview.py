@@ -41,7 +41,15 @@ def emotion_colors_hex() -> dict[str, str]:
 class PreviewServer:
     """Serves the newest published picture and state; `close()` stops it and ends open streams."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, jpeg_quality: int = 80, max_side: int = 1280):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        jpeg_quality: int = 80,
+        max_side: int = 1280,
+        client_timeout_s: float = 10.0,
+    ):
+        """`client_timeout_s`: a viewer that takes no data for this long is dropped (its thread ends)."""
         self.jpeg_quality, self.max_side = jpeg_quality, max_side
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
@@ -50,7 +58,7 @@ class PreviewServer:
         self._state: dict = {}
         self.closing = False
         try:
-            self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+            self._httpd = ThreadingHTTPServer((host, port), _handler_for(self, client_timeout_s))
         except OSError as e:
             raise ServeError(f"preview server {host}:{port}: cannot listen ({e.strerror or e})") from None
         self._httpd.daemon_threads = True
@@ -91,17 +99,23 @@ class PreviewServer:
         return seq, self._encoded(seq, image)
 
     def _encoded(self, seq: int, image: np.ndarray) -> bytes:
+        """The JPEG of picture `seq`, encoded once for all viewers (an older one never replaces a newer)."""
         cached_seq, data = self._jpeg
         if cached_seq == seq:
             return data
+        data = self._encode(image)
+        with self._cond:
+            if seq > self._jpeg[0]:
+                self._jpeg = (seq, data)
+        return data
+
+    def _encode(self, image: np.ndarray) -> bytes:
         h, w = image.shape[:2]
         if max(h, w) > self.max_side:
             scale = self.max_side / max(h, w)
             image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        data = buf.tobytes() if ok else b""
-        self._jpeg = (seq, data)
-        return data
+        return buf.tobytes() if ok else b""
 
     def close(self) -> None:
         """Stop serving: open MJPEG streams end, the listening socket is released."""
@@ -119,9 +133,10 @@ class PreviewServer:
         self.close()
 
 
-def _handler_for(preview: PreviewServer) -> type[BaseHTTPRequestHandler]:
+def _handler_for(preview: PreviewServer, timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(_PreviewHandler):
         server_preview = preview
+        timeout = timeout_s  # socket timeout: a stalled viewer's blocked write ends instead of hanging
 
     return Handler
 
@@ -142,8 +157,8 @@ class _PreviewHandler(BaseHTTPRequestHandler):
                 self._stream()
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer went away
+        except OSError:
+            self.close_connection = True  # the viewer went away, or stopped reading (socket timeout)
 
     def _static(self, name: str) -> None:
         data = resources.files("pipeline").joinpath("web", name).read_bytes()

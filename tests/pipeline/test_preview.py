@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -170,3 +171,38 @@ def _wait_for_a_face(url: str) -> None:
             return
         threading.Event().wait(0.05)
     pytest.fail("the live run never showed a face with an emotion")
+
+
+def test_a_viewer_that_stops_reading_is_dropped_not_kept_forever():
+    noise = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)  # big JPEGs
+    server = PreviewServer(client_timeout_s=0.5)
+    try:
+        with socket.create_connection(server.address) as viewer:
+            viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            handlers = set()
+            for _ in range(200):  # until the viewer's buffers are full and its handler blocks on a write
+                server.publish(noise, {})
+                time.sleep(0.01)
+                handlers |= {t for t in threading.enumerate() if "process_request" in t.name}
+            server.close()
+            deadline = time.monotonic() + 5
+            while any(t.is_alive() for t in handlers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert handlers and not any(t.is_alive() for t in handlers)
+    finally:
+        server.close()
+
+
+def test_state_with_a_missing_age_is_still_valid_json():
+    from pipeline.live_summary import track_states
+    from tests.builders import make_batch
+
+    known = make_batch([[0, 0, 10, 10]], track_ids=[1]).with_outputs(
+        gender=np.array([np.nan], np.float32), age=np.array([np.nan], np.float32)
+    )
+    with PreviewServer() as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {"tracks": track_states(known, known.select([]))})
+        body = server.state_json().decode()
+    state = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert "age" not in state["tracks"][0] and "gender" not in state["tracks"][0]
