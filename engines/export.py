@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engines.errors import ModelStoreError
+
 EXPORT_VERSION = "fused-v6"
 OPSET = 17
 INPUT_NAME = "crops_bgr"
@@ -49,10 +51,32 @@ def ensure_onnx(
     rewrite the exported file before it is moved into place.
     """
     if path.is_file():
-        return path
+        if _whole_model(path):
+            return path
+        _discard(path)  # a damaged or unreadable entry is exported again, never handed to a backend
     module = build()
     names = output_names if output_names is not None else module.output_names
     return export_module(module, example(), path, (INPUT_NAME,), names, finish)
+
+
+def _whole_model(path: Path) -> bool:
+    """True if `path` parses as an ONNX model (a few ms; a truncated or foreign file does not)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # DecodeError, OSError (unreadable), ...: anything but a whole model
+        return False
+    return len(graph.node) > 0 and len(graph.output) > 0  # an empty file parses as an empty model
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise ModelStoreError(
+            f"{path}: the cached graph is unreadable and cannot be replaced ({e.strerror or e})"
+        ) from None
 
 
 def export_module(
@@ -89,6 +113,7 @@ def export_module(
             )
         if finish is not None:
             finish(Path(tmp_name))
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600: a cache shared between users must be readable
         os.replace(tmp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -30,7 +30,11 @@ class OnnxRuntimeBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.intra_op_threads = opts.intra_op_num_threads
         self.onnx_path = net_source.onnx_path
-        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types; the CLI needs one line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendUnavailable(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 

@@ -165,6 +165,19 @@ def test_second_construction_hits_the_export_cache(tmp_path):
     assert [p.name for p in first.onnx_path.parent.iterdir()] == [first.onnx_path.name]  # no temp files left
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_cached_graph_is_exported_again(tmp_path, damage):
+    store = ModelStore(cache_dir=tmp_path)
+    path = MultiTaskNet(NetConfig(heads=("gender",)), store).onnx_path
+    whole = path.read_bytes()
+    damaged = {"truncate": whole[: len(whole) // 2], "garbage": b"not a graph" * 100, "empty": b""}
+    path.write_bytes(damaged[damage])
+    again = MultiTaskNet(NetConfig(heads=("gender",)), store)
+    assert again.infer(np.zeros((2, 128, 128, 3), np.uint8))["gender"].shape == (2,)
+    assert again.onnx_path == path and path.stat().st_size == len(whole)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by every user of a shared cache
+
+
 def test_a_cached_graph_runs_without_importing_torch(net):
     code = (
         "import sys, numpy as np; from engines.multitask import MultiTaskNet, NetConfig; "
