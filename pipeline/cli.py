@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from engines.errors import EmostreamError  # light: exceptions only
+
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
@@ -159,8 +161,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(EmostreamError):
+    """A bad option value. An EmostreamError, so that `python -m pipeline.cli` (where this module is
+    `__main__` and the subcommand modules import a second copy of it) still reports it in one line."""
 
 
 def _usage(message: str) -> _UsageError:
@@ -174,7 +177,6 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     args = build_parser().parse_args(argv)
-    from engines.errors import EmostreamError
 
     # Ctrl-C / SIGINT and SIGTERM end a run cleanly. Installed explicitly: a process started in the
     # background by a non-interactive shell inherits SIGINT *ignored*, and Python then sets no handler.

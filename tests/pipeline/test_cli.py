@@ -52,6 +52,10 @@ def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
         (["run", "x.mp4", "--out", "o", "--detect-every", "0"], "--detect-every"),
         (["run", "x.mp4", "--out", "o", "--detector", "nope"], "invalid choice"),
         (["models", "verify", "no-such-model"], "no-such-model"),
+        # raised in the subcommand modules, which import pipeline.cli while it runs as __main__
+        (["live", "--serve", "localhost:x"], "--serve"),
+        (["live", "--source", "x.mp4", "--max-seconds", "0"], "--max-seconds"),
+        (["bench", "--batches", "eight"], "--batches"),
     ],
 )
 def test_usage_errors(tmp_path, args, fragment):
