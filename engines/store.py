@@ -53,6 +53,9 @@ class ModelStore:
     ) -> None:
         mirror = mirror_dir if mirror_dir is not None else os.environ.get("EMOSTREAM_MODELS_DIR")
         self.mirror_dir = Path(mirror).expanduser() if mirror else None
+        if self.mirror_dir is not None and not self.mirror_dir.is_dir():  # a typo must not mean "download"
+            origin = "--models-dir" if mirror_dir is not None else "EMOSTREAM_MODELS_DIR"
+            raise ModelStoreError(f"models mirror {self.mirror_dir} ({origin}): no such folder")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.download = download
         self._verified: dict[Path, str] = {}
@@ -75,8 +78,8 @@ class ModelStore:
                 f"model {spec.name} ({spec.filename}) is not in the mirror or the cache and downloading "
                 f"is off; {offline_hint(spec, self._cache_models, self.mirror_dir)}"
             )
-        if found is not None:
-            found.unlink()  # a corrupt cache entry: the cache is ours to repair
+        # A corrupt cache entry is replaced by the verified download (os.replace), not deleted first:
+        # another process may be replacing it at the same moment.
         return self._fetch(spec, self._cache_models / spec.filename)
 
     def fetch(self, names: list[str] | None = None) -> list[Path]:

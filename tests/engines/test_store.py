@@ -186,3 +186,12 @@ def test_unknown_model_name_lists_the_valid_ones(call, cache):
     assert msg.startswith("unknown model 'no_such_model'")
     assert all(name in msg for name in MODELS)
     assert isinstance(err.value, KeyError)  # callers that catch KeyError keep working
+
+
+@pytest.mark.parametrize("via", ["argument", "environment"])
+def test_a_mirror_folder_that_does_not_exist_is_an_error_not_a_download(tmp_path, monkeypatch, via):
+    missing = tmp_path / "no-such-mirror"
+    monkeypatch.setenv("EMOSTREAM_MODELS_DIR", str(missing))
+    origin = "--models-dir" if via == "argument" else "EMOSTREAM_MODELS_DIR"
+    with pytest.raises(ModelStoreError, match=f"{missing} \\({origin}\\): no such folder"):
+        ModelStore(missing if via == "argument" else None, tmp_path / "cache")
