@@ -17,6 +17,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from engines.backends.base import usable_cpus
 from engines.errors import EmostreamError
 from engines.store import ModelStore
 from pipeline.frames import FaceBatch, Frame
@@ -55,7 +56,7 @@ def set_cv_threads(info, threads: int | None = None) -> None:
     Measured on 2 cores (docs/benchmarks.md): 1080p 21 -> 33 fps with one thread; 640x360 is faster with two.
     """
     if threads is None:
-        threads = 1 if info.width * info.height >= 1280 * 720 else min(2, os.cpu_count() or 1)
+        threads = 1 if info.width * info.height >= 1280 * 720 else min(2, usable_cpus())
     cv2.setNumThreads(threads)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.backends.base import usable_cpus
 from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
 from pipeline.detect import set_cv_threads
 from pipeline.frames import Frame, SourceInfo
@@ -111,7 +111,7 @@ def run_live(
     """
     out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
     source = open_live_source(job)
-    set_cv_threads(source.info, job.cv_threads or min(LIVE_CV_THREADS, os.cpu_count() or 1))
+    set_cv_threads(source.info, job.cv_threads or min(LIVE_CV_THREADS, usable_cpus()))
     own = analyzer is None
     try:
         t0 = time.perf_counter()

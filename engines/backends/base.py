@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,3 +25,12 @@ class NetSource(Protocol):
     def onnx_path(self) -> Path: ...
 
     def torch_module(self) -> Any: ...
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (a container's cpuset, a
+    `taskset`), which `os.cpu_count()` ignores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

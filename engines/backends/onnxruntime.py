@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from engines.backends.base import NetSource
+from engines.backends.base import NetSource, usable_cpus
 from engines.errors import BackendUnavailable
 
 
@@ -24,7 +22,7 @@ class OnnxRuntimeBackend:
             ) from None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = intra_op_threads or usable_cpus()
         # Idle worker threads must sleep, not spin: the pipeline's decode, detect and encode threads need
         # those cores between inference calls (spinning costs them throughput on a 2-core machine).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

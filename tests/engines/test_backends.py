@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engines.backends import BACKENDS, Backend, create_backend
+from engines.backends.base import usable_cpus
 from engines.errors import BackendUnavailable
 from engines.multitask import MultiTaskNet, NetConfig
 from engines.store import ModelStore
@@ -55,3 +56,14 @@ def test_onnxruntime_runs_the_fused_graph_with_named_outputs(threads, expected, 
 def test_multitasknet_reports_its_backend(source):
     assert source.backend_name == "onnxruntime"
     assert source.onnx_path.is_file()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_usable_cpus_follow_the_affinity_mask_not_the_machine():
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})  # what a container's cpuset or `taskset -c 0` does
+        assert usable_cpus() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cpus() == len(before)

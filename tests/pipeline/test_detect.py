@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from engines.backends.base import usable_cpus
 from engines.store import ModelStore
 from pipeline.capture import open_source
 from pipeline.detect import DETECTOR_NAMES, DetectorError, create_detector, set_cv_threads
@@ -152,7 +152,7 @@ def test_opencv_threads_follow_the_source_size(wh, expected):
     before = cv2.getNumThreads()
     try:
         set_cv_threads(SourceInfo("x", *wh, 30.0))
-        small = min(2, os.cpu_count() or 1)
+        small = min(2, usable_cpus())
         assert cv2.getNumThreads() == (small if expected == "small" else expected)
     finally:
         cv2.setNumThreads(before)
