@@ -91,17 +91,52 @@ def read_vgaf_split(root: Path, split: str) -> Split:
     if label_file is None:
         clips = [Clip(p, None, p.relative_to(split_dir).as_posix()) for p in files]
         return Split(split, split_dir, tuple(clips), VGAF_CLASSES)
-    by_key: dict[str, Path] = {}
-    for p in files:
-        rel = p.relative_to(split_dir).as_posix()
-        for key in (rel, p.name, str(Path(rel).with_suffix("")), p.stem):
-            by_key.setdefault(key.lower(), p)
-    clips = []
+    tiers = _vgaf_name_tiers(files, split_dir)
+    clips, claimed = [], {}
     for name, label in parse_vgaf_labels(label_file).items():
-        path = by_key.get(name.lower())  # a listed clip without a file stays in: it is reported unreadable
+        path = _match_vgaf_name(name, tiers, label_file, split_dir)
+        if path is not None and path in claimed:
+            raise InputError(
+                f"{label_file}: {claimed[path]!r} and {name!r} name the same clip "
+                f"{path.relative_to(split_dir).as_posix()}; list it once"
+            )
+        if path is not None:
+            claimed[path] = name
+        # a listed clip without a file stays in: it is reported unreadable
         shown = path.relative_to(split_dir).as_posix() if path else name
         clips.append(Clip(path or split_dir / name, label, shown))
     return Split(split, split_dir, tuple(clips), VGAF_CLASSES)
+
+
+def _vgaf_name_tiers(files: list[Path], split_dir: Path) -> list[dict[str, list[Path]]]:
+    """Lower-cased keys -> files, most exact first: the path inside the split, the path without its
+    extension, the bare file name, the bare stem."""
+    tiers: list[dict[str, list[Path]]] = [{}, {}, {}, {}]
+    for p in files:
+        rel = p.relative_to(split_dir).as_posix()
+        for tier, key in zip(tiers, (rel, rel[: -len(p.suffix)], p.name, p.stem), strict=True):
+            tier.setdefault(key.lower(), []).append(p)
+    return tiers
+
+
+def _match_vgaf_name(
+    name: str, tiers: list[dict[str, list[Path]]], label_file: Path, split_dir: Path
+) -> Path | None:
+    """The file a label-file name means: the most exact tier that knows it; None when no file matches.
+    A name that matches several files in that tier is an error (which one is meant cannot be known)."""
+    key = name.strip().replace("\\", "/").removeprefix("./").lower()
+    for tier in tiers:
+        found = tier.get(key)
+        if not found:
+            continue
+        if len(found) > 1:
+            shown = ", ".join(p.relative_to(split_dir).as_posix() for p in found[:4])
+            raise InputError(
+                f"{label_file}: clip name {name!r} matches {len(found)} files ({shown}); "
+                "write its path inside the split instead"
+            )
+        return found[0]
+    return None
 
 
 def find_vgaf_label_file(root: Path, split: str) -> Path | None:

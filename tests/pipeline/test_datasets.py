@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,43 @@ def test_vgaf_joins_labels_to_clips_by_name_with_or_without_extension(tmp_path):
     split = read_split(tmp_path, "vgaf", "Val")
     got = {c.name: (c.label, c.path.is_file()) for c in split.clips}
     assert got == {"a.mp4": ("Positive", True), "sub/b.avi": ("Negative", True), "gone": ("Neutral", False)}
+
+
+@pytest.mark.parametrize(
+    ("files", "labels", "expected"),
+    [
+        (  # an exact path wins over a nested file's bare name: each file once, with its own label
+            ["x.mp4", "a/x.mp4", "y.mp4"],
+            "x.mp4 1\na/x.mp4 3\ny.mp4 2\n",
+            {
+                "x.mp4": ("Positive", "x.mp4"),
+                "a/x.mp4": ("Negative", "a/x.mp4"),
+                "y.mp4": ("Neutral", "y.mp4"),
+            },
+        ),
+        (["a/x.mp4", "x.mp4"], "x 2\n", {"x.mp4": ("Neutral", "x.mp4")}),  # the path without extension
+        (
+            ["a/x.mp4", "b/y.mp4"],
+            "X 1\nb\\y.mp4 3\n",
+            {"a/x.mp4": ("Positive", "a/x.mp4"), "b/y.mp4": ("Negative", "b/y.mp4")},
+        ),
+        (["a/x.mp4", "b/x.avi"], "x 1\n", "clip name 'x' matches 2 files (a/x.mp4, b/x.avi); write its path"),
+        (["a/x.mp4", "b/x.mp4"], "x.mp4 1\n", "clip name 'x.mp4' matches 2 files"),
+        (["x.mp4", "x.avi"], "x 1\n", "clip name 'x' matches 2 files"),
+        (["x.mp4"], "x 1\nx.mp4 2\n", "'x' and 'x.mp4' name the same clip x.mp4"),
+    ],
+)
+def test_vgaf_label_names_pick_one_file_each_or_say_which_are_ambiguous(tmp_path, files, labels, expected):
+    touch(tmp_path, *(f"Val/{f}" for f in files))
+    (tmp_path / "Val_labels.txt").write_text("Vid_name Label\n" + labels)
+    if isinstance(expected, str):
+        with pytest.raises(InputError, match=re.escape(expected)) as err:
+            read_split(tmp_path, "vgaf", "Val")
+        assert "\n" not in str(err.value) and "Val_labels.txt" in str(err.value)
+        return
+    split = read_split(tmp_path, "vgaf", "Val")
+    got = {c.name: (c.label, c.path.relative_to(tmp_path / "Val").as_posix()) for c in split.clips}
+    assert got == expected
 
 
 def test_vgaf_without_label_file_is_unlabelled_and_all_missing_is_an_error(tmp_path):
