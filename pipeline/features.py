@@ -3,20 +3,24 @@
 `extract_features(paths, config, workers=N)` runs detect -> track -> fused net on every clip that is not
 in the cache yet: one process per worker, each with its own `FaceAnalyzer` and a share of the CPU threads.
 Each clip's result (`ClipFeatures`: one row per face per frame with frame index, time, track id, box and
-every net output) is saved as one compressed .npz named by the sha256 of the clip's bytes and of the
-`model_set` (model sha256s, head specs, quality, detector, detect_every), so re-runs and classifier sweeps
-never decode a video twice, and a different model set never reads stale features.
+every net output) is saved as one compressed .npz named by the sha256 of the clip's bytes, of the
+`model_set` (model sha256s, head specs, quality, detector, detect_every, coarse detection) and of the
+inference backend and its precision, so re-runs and classifier sweeps never decode a video twice, and a
+different model set or backend never reads stale features. An unreadable cache entry is extracted again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,8 @@ FUSED_EXTRAS = (("gender", 1.0), ("age", 0.01), ("contempt", 1.0))
 """Scalar outputs appended to the fused vector when present, with their scale (age in years / 100, so it
 does not outweigh the probabilities in an L2 norm)."""
 
+BACKEND_PRECISION = {"onnxruntime": "fp32", "torch": "fp16", "tensorrt": "fp16"}
+"""What each backend computes in as FaceAnalyzer builds it (no precision option: each one's GPU default)."""
 DETECTOR_MODELS = {"yunet": "yunet", "blazeface": "blazeface_short", "blazeface-full": "blazeface_full"}
 SKIPPED_OUTPUTS = ("emotion_smooth", "head", "head_label")  # per-run state or a few-shot head: not features
 
@@ -75,28 +81,33 @@ class ClipFeatures:
         )
 
     def save(self, path: Path) -> None:
-        """One compressed .npz, written to a temporary name and renamed into place."""
+        """One compressed .npz, written to a temporary name, synced to disk and renamed into place (a
+        crash leaves the old entry or none, never half a file); the temporary file goes if writing fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp.npz")
         arrays = {f"out_{k}": v for k, v in self.outputs.items()}
         meta = json.dumps({"frames": self.frames, "decode_errors": self.decode_errors})
-        np.savez_compressed(
-            tmp,
-            frame=self.frame,
-            time_s=self.time_s,
-            track_id=self.track_id,
-            xyxy=self.xyxy,
-            meta=np.array(meta),
-            **arrays,
-        )
-        os.replace(tmp, path)
+        rows = {"frame": self.frame, "time_s": self.time_s, "track_id": self.track_id, "xyxy": self.xyxy}
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, meta=np.array(meta), **rows, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> ClipFeatures:
+        """Raises (OSError, ValueError, zipfile errors, ...) when the file is not a whole clip entry."""
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             outputs = {k[4:]: z[k] for k in z.files if k.startswith("out_")}
-            return cls(z["frame"], z["time_s"], z["track_id"], z["xyxy"], outputs, **meta)
+            cf = cls(z["frame"], z["time_s"], z["track_id"], z["xyxy"], outputs, **meta)
+        if any(len(a) != len(cf) for a in (cf.time_s, cf.track_id, cf.xyxy, *outputs.values())):
+            raise ValueError(f"{path}: arrays of different lengths")
+        return cf
 
 
 def face_features(outputs: dict[str, np.ndarray], feature_set: str) -> np.ndarray:
@@ -133,6 +144,7 @@ def model_set(config: AnalyzerConfig, store=None) -> dict:
         "detector": config.detector,
         "detector_sha256": store.sha256(detector_model) if detector_model else None,
         "detect_every": config.detect_every,
+        "coarse_detection": config.coarse_detection,
         "export_version": EXPORT_VERSION,
         "features_version": FEATURES_VERSION,
     }
@@ -141,6 +153,21 @@ def model_set(config: AnalyzerConfig, store=None) -> dict:
 
 def model_set_key(ms: dict) -> str:
     return hashlib.sha256(json.dumps(ms, sort_keys=True).encode()).hexdigest()
+
+
+def runtime_of(config: AnalyzerConfig) -> dict:
+    """The backend that will run the net ("auto" resolved on this machine) and its precision: part of the
+    cache key (GPU fp16 features never stand in for CPU fp32 ones), not of the model set a classifier
+    checks (a classifier trained on one backend may predict on another)."""
+    backend = _resolved_backend(config.backend)
+    return {"backend": backend, "precision": BACKEND_PRECISION.get(backend, "unknown")}
+
+
+@functools.cache
+def _resolved_backend(name: str) -> str:
+    from engines.backends import resolve_backend
+
+    return resolve_backend(name)
 
 
 def clip_sha256(path: Path) -> str:
@@ -164,6 +191,8 @@ class ExtractResult:
     features: dict[Path, ClipFeatures]
     failed: dict[Path, str]
     model_set: dict
+    runtime: dict = dataclasses.field(default_factory=dict)
+    digests: dict[Path, str] = dataclasses.field(default_factory=dict)  # sha256 of each clip's bytes
     cached: int = 0
     extracted: int = 0
 
@@ -196,9 +225,10 @@ def extract_features(
 ) -> ExtractResult:
     """Features of every clip in `paths` (cache, else the pipeline); unreadable clips land in `failed`."""
     config = _feature_config(config)
-    ms = model_set(config)
+    ms, runtime = model_set(config), runtime_of(config)
+    key = model_set_key({**ms, **runtime})
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    result = ExtractResult({}, {}, ms)
+    result = ExtractResult({}, {}, ms, runtime)
     todo: dict[str, list[Path]] = {}  # sha256 -> paths with those bytes
     notify = on_clip or (lambda path, status: None)
     for path in dict.fromkeys(Path(p) for p in paths):
@@ -208,16 +238,17 @@ def extract_features(
             result.failed[path] = f"{path}: cannot be read ({e.strerror or e})"
             notify(path, "failed")
             continue
-        cached = _cache_path(cache, digest, ms)
-        if cached.is_file():
-            result.features[path] = ClipFeatures.load(cached)
+        result.digests[path] = digest
+        cf = _load_cached(_cache_path(cache, digest, key))
+        if cf is not None:
+            result.features[path] = cf
             result.cached += 1
             notify(path, "cached")
         else:
             todo.setdefault(digest, []).append(path)
     for digest, outcome in _run(todo, config, workers):
         if isinstance(outcome, ClipFeatures):
-            outcome.save(_cache_path(cache, digest, ms))
+            outcome.save(_cache_path(cache, digest, key))
             result.extracted += 1
         for path in todo[digest]:
             if isinstance(outcome, ClipFeatures):
@@ -234,8 +265,21 @@ def _feature_config(config: AnalyzerConfig) -> AnalyzerConfig:
     return dataclasses.replace(config, extra_head=None, attributes_every_s=0.0)
 
 
-def _cache_path(cache: Path, digest: str, ms: dict) -> Path:
-    return cache / digest[:2] / f"{digest}-{model_set_key(ms)[:16]}.npz"
+def _cache_path(cache: Path, digest: str, key: str) -> Path:
+    return cache / digest[:2] / f"{digest}-{key[:16]}.npz"
+
+
+def _load_cached(path: Path) -> ClipFeatures | None:
+    """The cached features at `path`; None when there are none or the entry is damaged (emptied,
+    truncated, not an npz): a damaged entry is removed so the clip is extracted and saved again."""
+    if not path.is_file():
+        return None
+    try:
+        return ClipFeatures.load(path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 def _run(todo: dict[str, list[Path]], config: AnalyzerConfig, workers: int):
@@ -260,33 +304,47 @@ def _run(todo: dict[str, list[Path]], config: AnalyzerConfig, workers: int):
         try:
             for job in futures.as_completed(jobs):
                 yield jobs[job], job.result()
-        except BaseException:
+        except BaseException as e:
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(e, BrokenProcessPool):  # killed (out of memory) or crashed in native code
+                raise EmostreamError(
+                    "a feature worker process died (out of memory or crashed); the clips done so far "
+                    "are cached: run again, with fewer --workers if it repeats"
+                ) from None
             raise
 
 
 def _extract_or_error(path: Path, analyzer) -> ClipFeatures | str:
+    """The clip's features, or one line saying why it failed: any error of one clip (a decoder or OpenCV
+    error) is that clip's, and must not end the run."""
     try:
         return extract_clip(path, analyzer)
     except EmostreamError as e:
         return str(e)
+    except Exception as e:
+        return f"{path}: failed while extracting features ({type(e).__name__}: {e})".splitlines()[0]
 
 
-_WORKER_ANALYZER = None
+_WORKER: dict = {}  # "analyzer", or "error": why it could not be built
 
 
 def _init_worker(config: AnalyzerConfig, threads: int) -> None:
     """Each worker: its own FaceAnalyzer, `threads` threads for OpenCV, onnxruntime and torch."""
-    global _WORKER_ANALYZER
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    import cv2
+    try:
+        import cv2
 
-    from pipeline.analyzer import FaceAnalyzer
+        from pipeline.analyzer import FaceAnalyzer
 
-    cv2.setNumThreads(threads)
-    _WORKER_ANALYZER = FaceAnalyzer(dataclasses.replace(config, threads=threads))
+        cv2.setNumThreads(threads)
+        _WORKER["analyzer"] = FaceAnalyzer(dataclasses.replace(config, threads=threads))
+    except Exception as e:  # raised here it would only break the pool: `_work` hands it to the parent
+        why = e if isinstance(e, EmostreamError) else f"worker could not start ({type(e).__name__}: {e})"
+        _WORKER["error"] = str(why).splitlines()[0]
 
 
 def _work(path: Path) -> ClipFeatures | str:
-    return _extract_or_error(path, _WORKER_ANALYZER)
+    if "error" in _WORKER:  # the same one line as one process gives, raised in the parent by result()
+        raise EmostreamError(_WORKER["error"])
+    return _extract_or_error(path, _WORKER["analyzer"])

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
+import shutil
+import signal
 
+import cv2
 import numpy as np
 import pytest
 
+from engines.backends import unavailable_reason
+from engines.errors import BackendUnavailable, EmostreamError
 from pipeline import capture
 from pipeline.analyzer import AnalyzerConfig
 from pipeline.features import (
@@ -15,6 +22,7 @@ from pipeline.features import (
     face_features,
     model_set,
     model_set_key,
+    runtime_of,
 )
 from tests.builders import make_batch
 from tests.builders_clips import cached_dataset
@@ -71,7 +79,13 @@ def test_model_set_changes_with_what_changes_features():
     base = model_set(CONFIG)
     assert model_set(CONFIG) == base and model_set_key(model_set(CONFIG)) == model_set_key(base)
     assert [name for name, _ in base["models"]] == ["fer_mini_xception", "gender_mini_xception"]
-    for change in [{"detect_every": 3}, {"heads": ("emotion",)}, {"detector": "blazeface"}]:
+    changes = [
+        {"detect_every": 3},
+        {"heads": ("emotion",)},
+        {"detector": "blazeface"},
+        {"coarse_detection": False},
+    ]
+    for change in changes:
         assert model_set_key(model_set(dataclasses.replace(CONFIG, **change))) != model_set_key(base), change
 
 
@@ -120,3 +134,126 @@ def test_unreadable_clips_are_reported_and_the_rest_extracted(afew, tmp_path):
     assert "broken.mp4" in result.failed[broken] and "missing.mp4" in result.failed[missing]
     assert statuses["broken.mp4"] == statuses["missing.mp4"] == "failed"
     assert statuses["m_neutral1.mp4"] in ("cached", "extracted")
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("onnxruntime", {"backend": "onnxruntime", "precision": "fp32"}),
+        ("torch", {"backend": "torch", "precision": "fp16"}),
+        ("tensorrt", {"backend": "tensorrt", "precision": "fp16"}),
+    ],
+)
+def test_the_runtime_names_the_backend_and_its_precision(backend, expected):
+    assert runtime_of(dataclasses.replace(CONFIG, backend=backend)) == expected
+    auto = runtime_of(dataclasses.replace(CONFIG, backend="auto"))
+    assert auto["backend"] in ("onnxruntime", "torch", "tensorrt")  # auto is resolved, never "auto"
+
+
+def test_features_cached_by_one_backend_are_not_read_for_another(afew, tmp_path):
+    clip = [afew / "Train/Neutral/m_neutral1.mp4"]
+    onnx = dataclasses.replace(CONFIG, backend="onnxruntime")
+    assert extract_features(clip, onnx, cache_dir=tmp_path).extracted == 1
+    assert extract_features(clip, onnx, cache_dir=tmp_path).cached == 1
+    trt = dataclasses.replace(CONFIG, backend="tensorrt")
+    if unavailable_reason("tensorrt"):  # not cached for TensorRT: it has to run, and cannot here
+        with pytest.raises(BackendUnavailable, match="tensorrt"):
+            extract_features(clip, trt, cache_dir=tmp_path)
+    else:
+        assert extract_features(clip, trt, cache_dir=tmp_path).extracted == 1
+
+
+@pytest.fixture(scope="module")
+def one_cached_clip(afew, tmp_path_factory):
+    """A cache folder holding the features of one real clip, and those features."""
+    cache = tmp_path_factory.mktemp("cache")
+    clip = afew / "Train/Neutral/m_neutral1.mp4"
+    return cache, clip, extract_features([clip], CONFIG, cache_dir=cache).features[clip]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b"",  # emptied
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b[:-200] + bytes(200),  # the end overwritten
+        lambda b: b"not an npz at all",
+    ],
+)
+def test_a_damaged_cache_entry_is_extracted_again_and_repaired(one_cached_clip, tmp_path, damage):
+    source, clip, original = one_cached_clip
+    cache = shutil.copytree(source, tmp_path / "cache")
+    (entry,) = cache.rglob("*.npz")
+    entry.write_bytes(damage(entry.read_bytes()))
+    again = extract_features([clip], CONFIG, cache_dir=cache)
+    assert again.extracted == 1 and again.cached == 0 and not again.failed
+    assert np.array_equal(again.features[clip].frame, original.frame)
+    assert np.array_equal(ClipFeatures.load(entry).outputs["emotion"], original.outputs["emotion"])
+    assert extract_features([clip], CONFIG, cache_dir=cache).cached == 1
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file_and_the_old_entry(
+    one_cached_clip, tmp_path, monkeypatch
+):
+    _, _, features = one_cached_clip
+    entry = tmp_path / "e.npz"
+    features.save(entry)
+    before = entry.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the last step before the rename
+    with pytest.raises(OSError, match="No space left"):
+        features.save(entry)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npz"] and entry.read_bytes() == before
+
+
+def test_an_unexpected_error_in_one_clip_skips_that_clip_only(afew, tmp_path, monkeypatch):
+    bad, good = afew / "Train/Happy/m_smile.mp4", afew / "Train/Neutral/m_neutral1.mp4"
+    real_open = capture.open_source
+
+    def open_source(path, *args, **kwargs):
+        if path == bad:
+            raise cv2.error("OpenCV(5.0) resize: !ssize.empty()")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(capture, "open_source", open_source)
+    result = extract_features([bad, good], CONFIG, cache_dir=tmp_path)
+    assert set(result.features) == {good} and set(result.failed) == {bad}
+    assert "m_smile.mp4" in result.failed[bad] and "error" in result.failed[bad]
+    assert "\n" not in result.failed[bad]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"detector": "no-such-detector"},
+        pytest.param(
+            {"backend": "tensorrt"},
+            marks=pytest.mark.skipif(not unavailable_reason("tensorrt"), reason="TensorRT runs here"),
+        ),
+    ],
+)
+def test_a_worker_that_cannot_start_gives_the_one_process_error(afew, tmp_path, change):
+    clips = some_clips(afew)
+    config = dataclasses.replace(CONFIG, **change)
+    with pytest.raises(EmostreamError) as one:
+        extract_features(clips, config, cache_dir=tmp_path)
+    with pytest.raises(EmostreamError) as two:
+        extract_features(clips, config, workers=2, cache_dir=tmp_path)
+    assert str(two.value) == str(one.value) and "\n" not in str(two.value)
+
+
+def test_a_worker_process_that_dies_is_one_error_and_keeps_what_was_done(afew, tmp_path):
+    clips = sorted((afew / "Train").rglob("*.*"))
+    assert len(clips) == 8
+
+    def kill_the_workers(path, status):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    with pytest.raises(EmostreamError, match="a feature worker process died"):
+        extract_features(clips, CONFIG, workers=2, cache_dir=tmp_path, on_clip=kill_the_workers)
+    kept = len(list(tmp_path.rglob("*.npz")))
+    assert 1 <= kept < len(clips)
