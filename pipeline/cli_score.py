@@ -105,7 +105,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = (
         "no labels to score"
         if m["accuracy"] is None
-        else (f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}")
+        else (f"accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, macro F1 {m['macro_f1']:.3f}")
     )
     print(
         f"{m['protocol']} {m['eval_split']}: {result} over {c['eval_clips']} clips "

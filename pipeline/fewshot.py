@@ -2,10 +2,12 @@
 
 `train_head(DATA, FILE)` reads DATA/<class>/<clip or image>, extracts features with the real pipeline
 (the same cache as `score`), and trains on one row per face-frame: the main track of a clip (longest),
-the largest face of an image. Cross-validation is stratified and grouped by clip, so frames of one clip
-never sit on both sides (k = min(5, clips in the smallest class)). `load_head(FILE, config)` gives a
-`FaceHead` that `FaceAnalyzer` applies to every face: outputs["head"] (N,K) probabilities and
-outputs["head_label"] (N,) class names. LinearSVC "probabilities" are a softmax of its decision values.
+the largest face of an image. Cross-validation is stratified and grouped by content (the sha256 of the
+file's bytes), so frames of one clip, or two copies of one file, never sit on both sides (k = min(5,
+distinct clips in the smallest class)); one file's bytes under two classes is refused.
+`load_head(FILE, config)` gives a `FaceHead` that `FaceAnalyzer` applies to every face: outputs["head"]
+(N,K) probabilities and outputs["head_label"] (N,) class names. LinearSVC "probabilities" are a softmax
+of its decision values.
 """
 
 from __future__ import annotations
@@ -85,20 +87,28 @@ def train_head(
 
 
 def _face_rows(clips, ex, feature_set: str):
-    """(X, y, group per row, skipped items) from the main track of each clip / largest face of each image."""
+    """(X, y, group per row, skipped items) from the main track of each clip / largest face of each image;
+    the group is the file's content, so copies of one file share it."""
     from pipeline.score import main_track_rows
 
     xs, ys, gs = [], [], []
     skipped: dict[str, list] = {"no_face": [], "unreadable": []}
-    for i, clip in enumerate(clips):
+    group_of: dict[str, tuple[int, object]] = {}  # sha256 -> (group, the first clip with those bytes)
+    for clip in clips:
         cf = ex.features.get(clip.path)
         if cf is None or not len(cf):
             skipped["unreadable" if cf is None else "no_face"].append(clip.name)
             continue
+        group, first = group_of.setdefault(ex.digests[clip.path], (len(group_of), clip))
+        if first.label != clip.label:
+            raise InputError(
+                f"{clip.path}: the same file as {first.path} but in class {clip.label!r}, not "
+                f"{first.label!r}; keep it in one class"
+            )
         rows = main_track_rows(cf)
         xs.append(face_features({k: v[rows] for k, v in cf.outputs.items()}, feature_set))
         ys += [clip.label] * len(rows)
-        gs += [i] * len(rows)
+        gs += [group] * len(rows)
     if not xs:
         raise InputError("no face found in any clip or image of the data folder")
     return np.concatenate(xs), np.asarray(ys), np.asarray(gs), skipped
@@ -188,14 +198,14 @@ def load_head(path: str | Path, config: AnalyzerConfig) -> FaceHead:
     from pipeline.score_report import load_bundle
 
     path = Path(path)
-    bundle = load_bundle(path, HEAD_KIND, "head", "emostream train-head")
+    bundle = load_bundle(path, HEAD_KIND, "head", "emostream train-head", 1, ("pipeline", "report", "net"))
     ms = model_set(config)
     saved, current = bundle["net"], {k: ms[k] for k in NET_KEYS}
     differ = [k for k in NET_KEYS if saved.get(k) != current[k]]
     if differ:
         raise InputError(
             f"{path}: head was trained on another net ({', '.join(differ)} differ; trained with heads "
-            f"{','.join(saved['heads'])} quality {saved['quality']}, this run has heads "
+            f"{','.join(saved.get('heads') or [])} quality {saved.get('quality')}, this run has heads "
             f"{','.join(current['heads'])} quality {current['quality']}); use the same --heads/--quality "
             "or retrain it"
         )

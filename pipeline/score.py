@@ -31,6 +31,7 @@ from pipeline.features import ClipFeatures, ExtractResult, OnClip, extract_featu
 from pipeline.frames import EMOTIONS, UNTRACKED
 from pipeline.score_report import (
     CLASSIFIER_KIND,
+    CLASSIFIER_VERSION,
     build_metrics,
     check_model_set,
     load_classifier,
@@ -151,7 +152,9 @@ class ClipRow:
 
 def score(job: ScoreJob, on_clip: OnClip | None = None) -> dict:
     """Extract (cached), train or load, predict, and write metrics.json, predictions.csv, confusion.png
-    and classifier.joblib into `job.out_dir`; returns the metrics."""
+    and classifier.joblib into `job.out_dir`; returns the metrics. Every input (the saved classifier, both
+    splits) is checked before `out_dir` is touched, and earlier outputs there are only replaced, one by
+    one, by the new ones: a bad input or a failed run leaves an earlier run's outputs as they were."""
     from pipeline.features import model_set
 
     bundle = load_classifier(job.model) if job.model is not None else None
@@ -159,13 +162,13 @@ def score(job: ScoreJob, on_clip: OnClip | None = None) -> dict:
         job = _job_from_bundle(job, bundle)
         check_model_set(job.model, bundle["model_set"], model_set(job.analyzer))
     _check_job(job)
-    out = prepare_out_dir(job.out_dir, job.overwrite)
     train_split = None
     if bundle is None and job.classifier != "zeroshot":
         train_split = read_split(job.dataset, job.protocol, job.train_split)
         if not train_split.labelled:
             raise InputError(f"{train_split.root}: train split {job.train_split!r} has no labels")
     eval_split = read_split(job.dataset, job.protocol, job.eval_split)
+    out = prepare_out_dir(job.out_dir, job.overwrite)
     clips = [*(train_split.clips if train_split else ()), *eval_split.clips]
     extracted = extract_features(
         [c.path for c in clips], job.analyzer, workers=job.workers, cache_dir=job.cache_dir, on_clip=on_clip
@@ -191,6 +194,7 @@ def _job_from_bundle(job: ScoreJob, bundle: dict) -> ScoreJob:
         quality=ms["quality"],
         detector=ms["detector"],
         detect_every=ms["detect_every"],
+        coarse_detection=ms["coarse_detection"],
     )
     return dataclasses.replace(
         job, features=bundle["features"], classifier=bundle["classifier"], analyzer=analyzer
@@ -210,6 +214,22 @@ def _check_job(job: ScoreJob) -> None:
         raise EmostreamError(f"classifier {job.classifier!r} needs --train SPLIT (or --model FILE)")
     if job.workers < 1:
         raise EmostreamError(f"--workers must be >= 1, got {job.workers}")
+    if job.train_split and _same_split(job.dataset, job.train_split, job.eval_split):
+        raise InputError(
+            f"--train and --eval name the same split {job.eval_split!r} of {job.dataset}: scores on the "
+            "training clips say nothing; evaluate on another split"
+        )
+
+
+def _same_split(dataset: Path, a: str, b: str) -> bool:
+    """Whether split names `a` and `b` are one folder (same name, or spelled differently: `Val/`, `./Val`)."""
+    if a == b:
+        return True
+    first, second = Path(dataset) / a, Path(dataset) / b
+    try:
+        return first.exists() and second.exists() and first.samefile(second)
+    except OSError:
+        return False
 
 
 def _rows_of(clips: tuple[Clip, ...], extracted: ExtractResult, job: ScoreJob) -> list[ClipRow]:
@@ -231,7 +251,7 @@ def _fit(train: list[ClipRow], job: ScoreJob, ms: dict) -> dict:
     """The classifier bundle: fitted pipeline (None for zeroshot), classes, fallback, feature config."""
     base = {
         "kind": CLASSIFIER_KIND,
-        "version": 1,
+        "version": CLASSIFIER_VERSION,
         "protocol": job.protocol,
         "features": job.features if job.classifier != "zeroshot" else "emotion",
         "classifier": job.classifier,

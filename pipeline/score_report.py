@@ -2,7 +2,8 @@
 
 The classifier file is a joblib dict: the fitted scikit-learn pipeline (None for zeroshot), the protocol,
 the feature set, the fallback class and the `model_set` its features came from; loading it with another
-model set is refused, since its numbers would mean something else.
+model set is refused, since its numbers would mean something else, and so is a file of another bundle
+version or without the keys `score` reads (one line each, never a KeyError).
 """
 
 from __future__ import annotations
@@ -21,20 +22,23 @@ if TYPE_CHECKING:
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], order: tuple[str, ...]) -> dict:
-    """Accuracy; macro F1 over every class that is true or predicted (a class predicted but absent from
-    the split scores F1 0); recall per class present; confusion counts (rows true, columns predicted)."""
+    """Accuracy; unweighted average recall (UAR: the mean of the per-class recalls, what imbalanced
+    EmotiW-style sets are often reported with); macro F1 over every class that is true or predicted (a
+    class predicted but absent from the split scores F1 0); recall per class present; confusion counts
+    (rows true, columns predicted)."""
     import warnings
 
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
     warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
     if not y_true:
-        return {"accuracy": None, "macro_f1": None, "per_class_recall": {}, "confusion": None}
+        return {"accuracy": None, "uar": None, "macro_f1": None, "per_class_recall": {}, "confusion": None}
     present = [c for c in order if c in set(y_true)]
     shown = [c for c in order if c in set(y_true) | set(y_pred)]
     recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
     return {
         "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
+        "uar": float(np.mean(recall)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=shown, average="macro", zero_division=0)),
         "per_class_recall": {c: float(r) for c, r in zip(present, recall, strict=True)},
         "confusion": {"labels": shown, "matrix": confusion_matrix(y_true, y_pred, labels=shown).tolist()},
@@ -101,16 +105,23 @@ def build_metrics(
             "extracted": ex.extracted,
             "failed": len(ex.failed),
             "workers": job.workers,
+            **ex.runtime,
         },
     }
 
 
 SCORE_OUTPUTS = ("metrics.json", "predictions.csv", "confusion.png", "classifier.joblib")
 CLASSIFIER_KIND = "emostream-clip-classifier"
+CLASSIFIER_VERSION = 2
+"""Bundle version: 2 since the model set holds `coarse_detection` (version 1 files cannot say theirs)."""
+CLASSIFIER_KEYS = ("protocol", "features", "classifier", "model_set", "pipeline", "fallback", "feature_dim")
+MODEL_SET_KEYS = ("models", "heads", "quality", "detector", "detect_every", "coarse_detection")
+"""What `score --model` reads from a bundle and its model set (checked when it is loaded)."""
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
-    """Create `out_dir`; refuse to mix with an earlier score run unless `overwrite`."""
+    """Create `out_dir`; refuse to mix with an earlier score run unless `overwrite`. Nothing is deleted:
+    each output is written to a temporary name and renamed over the earlier one (`write_outputs`)."""
     from pipeline.errors import OutputError
 
     out_dir = Path(out_dir)
@@ -123,8 +134,6 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
-    for name in earlier:
-        (out_dir / name).unlink()
     return out_dir
 
 
@@ -140,6 +149,8 @@ def write_outputs(out: Path, metrics: dict, rows: list[ClipRow], bundle: dict) -
             f"{metrics['protocol']} {metrics['eval_split']}: {metrics['classifier']} on {metrics['features']}"
         )
         plot_confusion(out / "confusion.png", metrics["confusion"], title)
+    else:  # unlabelled eval split: an earlier run's matrix would not belong to these predictions
+        (out / "confusion.png").unlink(missing_ok=True)
     tmp = out / "classifier.joblib.tmp"
     joblib.dump(bundle, tmp)
     tmp.replace(out / "classifier.joblib")
@@ -198,8 +209,11 @@ def plot_confusion(path: Path, confusion: dict, title: str) -> None:
     tmp.replace(path)
 
 
-def load_bundle(path: Path, kind: str, what: str, made_by: str) -> dict:
-    """A joblib bundle of `kind` (joblib runs pickle: load only files you trust); one-line errors."""
+def load_bundle(
+    path: Path, kind: str, what: str, made_by: str, version: int = 1, keys: tuple[str, ...] = ()
+) -> dict:
+    """A joblib bundle of `kind` and `version` holding `keys` (joblib runs pickle: load only files you
+    trust); one-line errors."""
     import joblib
 
     path = Path(path)
@@ -211,12 +225,27 @@ def load_bundle(path: Path, kind: str, what: str, made_by: str) -> dict:
         raise InputError(f"{path}: not a {what} saved by {made_by} ({type(e).__name__})") from None
     if not isinstance(bundle, dict) or bundle.get("kind") != kind:
         raise InputError(f"{path}: not a {what} saved by {made_by}")
+    if bundle.get("version") != version:
+        raise InputError(
+            f"{path}: {what} file version {bundle.get('version')!r}, this emostream reads version "
+            f"{version}; make it again with {made_by}"
+        )
+    missing = [k for k in keys if k not in bundle]
+    if missing:
+        raise InputError(f"{path}: {what} file lacks {', '.join(missing)}; make it again with {made_by}")
     return bundle
 
 
 def load_classifier(path: Path) -> dict:
-    """A classifier bundle saved by `score`."""
-    return load_bundle(path, CLASSIFIER_KIND, "classifier", "emostream score")
+    """A classifier bundle saved by `score`, with every key (and model-set key) that `score` reads."""
+    made_by = "emostream score"
+    bundle = load_bundle(path, CLASSIFIER_KIND, "classifier", made_by, CLASSIFIER_VERSION, CLASSIFIER_KEYS)
+    ms, pipeline = bundle["model_set"], bundle["pipeline"]
+    missing = [k for k in MODEL_SET_KEYS if k not in ms] if isinstance(ms, dict) else ["model_set"]
+    if missing or not (pipeline is None or hasattr(pipeline, "predict")):
+        what = f"model set lacks {', '.join(missing)}" if missing else "pipeline is not a classifier"
+        raise InputError(f"{path}: classifier file's {what}; make it again with {made_by}")
+    return bundle
 
 
 def check_model_set(path: Path, saved: dict, current: dict) -> None:

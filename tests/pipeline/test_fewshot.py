@@ -111,3 +111,20 @@ def test_too_few_examples_are_one_line_errors(media_dir, tmp_path, layout, fragm
             shutil.copy(media_dir / name, tmp_path / label / name)
     with pytest.raises(InputError, match=fragment):
         train_head(tmp_path, tmp_path / "h.joblib", analyzer=CONFIG)
+
+
+def test_copies_of_one_file_are_one_item_and_stay_in_one_fold(photos, tmp_path):
+    data = shutil.copytree(photos, tmp_path / "data")
+    for copy in ("again.jpg", "and_again.jpg"):
+        shutil.copy(data / "smile" / PHOTOS["smile"][0], data / "smile" / copy)
+    report = train_head(data, tmp_path / "h.joblib", analyzer=CONFIG)
+    assert report["items_per_class"] == {"smile": 3, "other": 4} and report["face_rows"] == 9
+    assert report["cv_folds"] == 3  # three distinct smiles, not five
+
+
+def test_one_file_under_two_classes_is_refused(photos, tmp_path):
+    data = shutil.copytree(photos, tmp_path / "data")
+    shutil.copy(data / "smile" / PHOTOS["smile"][0], data / "other" / "mislabelled.jpg")
+    with pytest.raises(InputError, match=r"the same file as .* keep it in one class") as err:
+        train_head(data, tmp_path / "h.joblib", analyzer=CONFIG)
+    assert "mislabelled.jpg" in str(err.value) and PHOTOS["smile"][0] in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -91,23 +92,33 @@ def test_zero_shot_maps_mean_emotions_onto_the_classes(protocol, rows, expected)
 
 
 @pytest.mark.parametrize(
-    ("y_true", "y_pred", "accuracy", "macro_f1", "labels"),
+    ("y_true", "y_pred", "accuracy", "uar", "macro_f1", "labels"),
     [
-        (["Happy", "Sad"], ["Happy", "Sad"], 1.0, 1.0, ["Happy", "Sad"]),
+        (["Happy", "Sad"], ["Happy", "Sad"], 1.0, 1.0, 1.0, ["Happy", "Sad"]),
         (
             ["Happy", "Happy", "Sad"],
             ["Happy", "Fear", "Fear"],
             1 / 3,
+            (1 / 2 + 0) / 2,  # recall of the classes present only: Happy 1/2, Sad 0
             (0 + 2 / 3 + 0) / 3,  # Fear predicted but absent: its F1 of 0 counts
             ["Fear", "Happy", "Sad"],
         ),
+        (  # imbalanced: always "Happy" is 75 % accurate, and UAR says it is chance
+            ["Happy", "Happy", "Happy", "Sad"],
+            ["Happy"] * 4,
+            3 / 4,
+            (1 + 0) / 2,
+            (6 / 7 + 0) / 2,
+            ["Happy", "Sad"],
+        ),
     ],
 )
-def test_classification_metrics(y_true, y_pred, accuracy, macro_f1, labels):
+def test_classification_metrics(y_true, y_pred, accuracy, uar, macro_f1, labels):
     m = classification_metrics(
         y_true, y_pred, ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
     )
     assert m["accuracy"] == pytest.approx(accuracy) and m["macro_f1"] == pytest.approx(macro_f1)
+    assert m["uar"] == pytest.approx(uar)
     assert m["confusion"]["labels"] == labels and set(m["per_class_recall"]) == set(y_true)
 
 
@@ -190,12 +201,14 @@ def test_cli_score_afew_end_to_end_with_a_broken_clip(afew, tmp_path):
         and m["features"] == "fused"
     )
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
+    assert m["uar"] == pytest.approx(np.mean(list(m["per_class_recall"].values())))
+    assert m["extraction"]["backend"] in ("onnxruntime", "torch", "tensorrt")
     assert [x["name"] for x in m["models"]] == ["fer_mini_xception", "gender_mini_xception"]
     rows = read_predictions(out)
     assert {row["clip"] for row in rows} == eval_names("Val") | {"Sad/broken.mp4", "Sad/truncated.avi"}
     fallback = m["fallback"]["class"]
     assert all(row["predicted"] == fallback for row in rows if row["status"] != "ok")
-    assert "afew Val: accuracy" in r.stdout
+    assert "afew Val: accuracy" in r.stdout and ", UAR " in r.stdout
 
 
 def test_zero_shot_afew_gets_the_smiles_and_falls_back_to_neutral(afew, tmp_path):
@@ -276,6 +289,85 @@ def test_an_earlier_run_is_not_overwritten_without_asking(afew, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"eval_split": "Vall", "train_split": "Train"}, "split 'Vall' not found"),
+        ({"train_split": "Trian", "classifier": "logreg"}, "split 'Trian' not found"),
+        ({"model": "missing.joblib"}, "classifier file not found"),
+        ({"train_split": "Val", "classifier": "logreg"}, "name the same split"),
+    ],
+)
+def test_overwrite_with_a_bad_input_keeps_the_earlier_outputs(afew, tmp_path, change, fragment):
+    out = tmp_path / "out"
+    score(ScoreJob(afew, "afew", "Val", out, classifier="zeroshot", analyzer=CONFIG))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"metrics.json", "predictions.csv", "confusion.png", "classifier.joblib"}
+    if "model" in change:
+        change = {"model": tmp_path / change["model"]}
+    job = dataclasses.replace(ScoreJob(afew, "afew", "Val", out, analyzer=CONFIG, overwrite=True), **change)
+    with pytest.raises(InputError, match=fragment):
+        score(job)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_overwrite_replaces_each_output_and_drops_a_confusion_matrix_that_no_longer_applies(afew, tmp_path):
+    out = tmp_path / "out"
+    score(ScoreJob(afew, "afew", "Val", out, classifier="zeroshot", analyzer=CONFIG))
+    assert (out / "confusion.png").is_file()
+    new = tmp_path / "data" / "New"
+    new.mkdir(parents=True)
+    shutil.copy(afew / "Val/Happy/w_happy3.mp4", new)
+    m = score(
+        ScoreJob(
+            tmp_path / "data", "afew", "New", out, classifier="zeroshot", analyzer=CONFIG, overwrite=True
+        )
+    )
+    assert m["accuracy"] is None and m["uar"] is None and not (out / "confusion.png").exists()
+    assert [r["clip"] for r in read_predictions(out)] == ["w_happy3.mp4"]
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "predictions.csv", "classifier.joblib"}
+
+
+def _edit_version(b):
+    b["version"] = 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (_edit_version, "classifier file version 1, this emostream reads version 2"),
+        (lambda b: b.pop("fallback"), "classifier file lacks fallback"),
+        (lambda b: b.pop("model_set"), "classifier file lacks model_set"),
+        (lambda b: b["model_set"].pop("coarse_detection"), "model set lacks coarse_detection"),
+        (lambda b: b.update(model_set=["x"]), "model set lacks model_set"),
+        (lambda b: b.update(pipeline="svm"), "pipeline is not a classifier"),
+    ],
+)
+def test_a_classifier_file_of_another_version_or_shape_is_one_line_exit_2(
+    afew, tmp_path, capsys, edit, fragment
+):
+    from pipeline.cli import main
+
+    score(ScoreJob(afew, "afew", "Val", tmp_path / "first", classifier="zeroshot", analyzer=CONFIG))
+    bundle = joblib.load(tmp_path / "first" / "classifier.joblib")
+    edit(bundle)
+    joblib.dump(bundle, tmp_path / "edited.joblib")
+    args = [
+        "score",
+        str(afew),
+        "--protocol",
+        "afew",
+        "--eval",
+        "Val",
+        "--model",
+        str(tmp_path / "edited.joblib"),
+    ]
+    code = main([*args, "--out", str(tmp_path / "o")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (
@@ -293,6 +385,8 @@ def test_an_earlier_run_is_not_overwritten_without_asking(afew, tmp_path):
             ["{afew}", "--protocol", "afew", "--train", "Train", "--eval", "Val", "--workers", "0"],
             "--workers",
         ),
+        (["{afew}", "--protocol", "afew", "--train", "Val", "--eval", "Val"], "name the same split 'Val'"),
+        (["{afew}", "--protocol", "afew", "--train", "Val", "--eval", "./Val/"], "name the same split"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(afew, tmp_path, capsys, args, fragment):
