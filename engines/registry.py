@@ -34,6 +34,8 @@ class ModelSpec:
     in_mirror: bool = True
 
 
+# One model per entry, its fields grouped by meaning on each line.
+# fmt: off
 MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
@@ -101,6 +103,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ]
 }
+# fmt: on
 
 
 class UnknownModelError(ModelStoreError, KeyError):
