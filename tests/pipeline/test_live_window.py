@@ -34,11 +34,23 @@ def x_display():
     """A virtual X display (Xvfb) for the duration of one test."""
     if XVFB is None or XDOTOOL is None:
         pytest.skip("window: Xvfb and xdotool are not installed (apt-get install -y xvfb xdotool)")
-    number = 90 + os.getpid() % 500
-    server = subprocess.Popen([XVFB, f":{number}", "-screen", "0", "1280x800x24"], stderr=subprocess.DEVNULL)
-    yield f":{number}"
-    server.terminate()
-    server.wait(timeout=10)
+    # -displayfd: Xvfb picks a free display and writes its number once it accepts connections, so the
+    # test neither races the server's start nor collides with another display
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(
+        [XVFB, "-displayfd", str(write_fd), "-screen", "0", "1280x800x24"],
+        pass_fds=(write_fd,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as ready:
+            number = ready.readline().strip()  # "" if Xvfb exited without a display
+        assert number.isdigit(), "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_q_in_the_window_stops_the_run(media_dir, tmp_path, x_display):
