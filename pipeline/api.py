@@ -19,10 +19,10 @@ def analyze(
     """Decode `source` on a background thread and yield each frame with its tracked, inferred faces."""
     from pipeline.capture import open_source
 
-    analyzer = FaceAnalyzer(config or AnalyzerConfig())
     stop = threading.Event()
     q: queue.Queue = queue.Queue(maxsize=8)
-    with open_source(source) as src:
+    with open_source(source) as src:  # a bad input fails here, before the models load
+        analyzer = FaceAnalyzer(config or AnalyzerConfig())
         decoder = Producer(src, q, stop, StageTimer())
         decoder.start()
         try:

@@ -90,17 +90,20 @@ class FaceBatch:
     outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
-        n = len(xyxy)
         set_ = object.__setattr__
+        time_s = float(self.time_s)
+        if not np.isfinite(time_s):  # smoothing and sinks do arithmetic on it: NaN would spread
+            raise ValueError(f"FaceBatch.time_s must be finite, got {time_s}")
+        set_(self, "frame_index", int(self.frame_index))  # plain Python numbers: JSON-ready
+        set_(self, "time_s", time_s)
+        xyxy = _boxes(self.xyxy)
+        n = len(xyxy)
         set_(self, "xyxy", _frozen(xyxy))
         set_(self, "scores", _frozen(_rows(self.scores, n, "scores", np.float32, ())))
         set_(self, "landmarks", _frozen(_rows(self.landmarks, n, "landmarks", np.float32, (5, 2))))
-        set_(self, "track_ids", _frozen(_rows(self.track_ids, n, "track_ids", np.int64, ())))
+        set_(self, "track_ids", _frozen(_track_ids(self.track_ids, n)))
         outs = {k: _frozen(_rows(v, n, f"outputs[{k!r}]", None, None)) for k, v in self.outputs.items()}
         set_(self, "outputs", MappingProxyType(outs))
-        if n and not np.all(xyxy[:, 2:] >= xyxy[:, :2]):
-            raise ValueError("FaceBatch.xyxy needs x2 >= x1 and y2 >= y1 for every box")
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -121,7 +124,7 @@ class FaceBatch:
         frame_wh: tuple[int, int] = (0, 0),
     ) -> FaceBatch:
         """Build a batch from boxes, filling unknown scores with 1 and landmarks with NaN."""
-        xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        xyxy = _boxes(xyxy)
         n = len(xyxy)
         return cls(
             frame_index=frame_index,
@@ -157,6 +160,32 @@ class FaceBatch:
             track_ids=self.track_ids[pick],
             outputs={k: v[pick] for k, v in self.outputs.items()},
         )
+
+
+def _boxes(xyxy) -> np.ndarray:
+    """(N,4) float32 finite boxes with x2 >= x1 and y2 >= y1; one box may come as (4,), none as empty."""
+    arr = np.asarray(xyxy, dtype=np.float32)
+    if arr.size == 0 or arr.shape == (4,):
+        arr = arr.reshape(-1, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"FaceBatch.xyxy must be (N,4) box corners, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("FaceBatch.xyxy must be finite")
+    if not np.all(arr[:, 2:] >= arr[:, :2]):
+        raise ValueError("FaceBatch.xyxy needs x2 >= x1 and y2 >= y1 for every box")
+    return arr
+
+
+def _track_ids(a, n: int) -> np.ndarray:
+    """(N,) int64 ids: whole numbers only, each tracked id at most once (one face per track per frame)."""
+    raw = np.asarray(a)
+    ids = _rows(raw, n, "track_ids", np.int64, ())
+    if raw.dtype.kind == "f" and not np.array_equal(raw, ids):
+        raise ValueError("FaceBatch.track_ids must be whole numbers")
+    tracked = ids[ids != UNTRACKED]
+    if len(np.unique(tracked)) != len(tracked):
+        raise ValueError("FaceBatch.track_ids must not repeat within a frame")
+    return ids
 
 
 def _rows(a, n: int, name: str, dtype, tail: tuple[int, ...] | None) -> np.ndarray:

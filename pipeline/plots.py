@@ -29,11 +29,11 @@ def read_track_series(jsonl: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
                 r = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a hard kill: the rest is still good
                 continue
-            if "emotion" in r and r.get("track_id", -1) >= 0:
+            if isinstance(r, dict) and "emotion" in r and r.get("track_id", -1) >= 0:
                 series[r["track_id"]].append((r["time_s"], *(r["emotion"][e] for e in EMOTIONS)))
     out = {}
     for tid, rows in series.items():
-        a = np.asarray(rows, np.float32)[:: max(1, len(rows) // MAX_POINTS)]
+        a = np.asarray(rows, np.float64)[:: -(-len(rows) // MAX_POINTS)]  # at most MAX_POINTS; null -> NaN
         out[tid] = (a[:, 0], a[:, 1:])
     return out
 

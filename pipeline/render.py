@@ -28,14 +28,15 @@ def face_label(batch: FaceBatch, i: int) -> tuple[str, str, float]:
     probs = batch.outputs.get("emotion_smooth", batch.outputs.get("emotion"))
     parts = [f"#{batch.track_ids[i]}"] if batch.track_ids[i] >= 0 else []
     name, p = "", 0.0
-    if probs is not None:
+    if probs is not None and np.isfinite(probs[i]).all():  # a NaN row: not inferred yet, no emotion
         k = int(np.argmax(probs[i]))
         name, p = EMOTIONS[k], float(probs[i, k])
         parts.append(f"{name} {p:.0%}")
-    if "gender" in batch.outputs:
-        parts.append("man" if batch.outputs["gender"][i] >= 0.5 else "woman")
-    if "age" in batch.outputs:
-        parts.append(f"{batch.outputs['age'][i]:.0f}y")
+    gender, age = batch.outputs.get("gender"), batch.outputs.get("age")
+    if gender is not None and np.isfinite(gender[i]):
+        parts.append("man" if gender[i] >= 0.5 else "woman")
+    if age is not None and np.isfinite(age[i]):
+        parts.append(f"{age[i]:.0f}y")
     return " ".join(parts), name, p
 
 

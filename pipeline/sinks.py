@@ -55,7 +55,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def face_records(batch: FaceBatch) -> list[dict]:
-    """One JSON-ready dict per face: frame, time, track, box, score, emotions, gender, age."""
+    """One JSON-ready dict per face: frame, time, track, box, score, emotions, gender, age.
+
+    A value the net did not give (NaN) is written as null, and no top emotion is named from a NaN row.
+    """
     out = batch.outputs
     rows = []
     for i in range(len(batch)):
@@ -64,29 +67,37 @@ def face_records(batch: FaceBatch) -> list[dict]:
             "time_s": round(batch.time_s, 4),
             "track_id": int(batch.track_ids[i]),
             "xyxy": [round(float(v), 1) for v in batch.xyxy[i]],
-            "score": round(float(batch.scores[i]), 4),
+            "score": _num(batch.scores[i], 4),
             "detected": batch.detected,
         }
         if "emotion" in out:
             probs = out["emotion"][i]
-            k = int(np.argmax(probs))
-            r["emotion"] = {name: round(float(p), 4) for name, p in zip(EMOTIONS, probs, strict=True)}
-            r["top_emotion"], r["top_p"] = EMOTIONS[k], round(float(probs[k]), 4)
-        if "emotion_smooth" in out:
+            r["emotion"] = {name: _num(p, 4) for name, p in zip(EMOTIONS, probs, strict=True)}
+            if np.isfinite(probs).all():
+                k = int(np.argmax(probs))
+                r["top_emotion"], r["top_p"] = EMOTIONS[k], _num(probs[k], 4)
+        if "emotion_smooth" in out and np.isfinite(out["emotion_smooth"][i]).all():
             r["top_emotion_smooth"] = EMOTIONS[int(np.argmax(out["emotion_smooth"][i]))]
         if "gender" in out:
-            p_man = float(out["gender"][i])
-            r["gender"], r["p_man"] = ("man" if p_man >= 0.5 else "woman"), round(p_man, 4)
+            p_man = _num(out["gender"][i], 4)
+            r["gender"] = None if p_man is None else "man" if p_man >= 0.5 else "woman"
+            r["p_man"] = p_man
         if "age" in out:
-            r["age"] = round(float(out["age"][i]), 1)
+            r["age"] = _num(out["age"][i], 1)
         if "gender_ssr" in out:
-            r["p_man_ssr"] = round(float(out["gender_ssr"][i]), 4)
+            r["p_man_ssr"] = _num(out["gender_ssr"][i], 4)
         if "contempt" in out:  # AffectNet's eighth class, kept beside the seven FER2013 emotions
-            r["contempt"] = round(float(out["contempt"][i]), 4)
+            r["contempt"] = _num(out["contempt"][i], 4)
         if "head_label" in out:  # a few-shot head (`run --head`): its class and probability
-            r["head"], r["head_p"] = str(out["head_label"][i]), round(float(np.max(out["head"][i])), 4)
+            r["head"], r["head_p"] = str(out["head_label"][i]), _num(np.max(out["head"][i]), 4)
         rows.append(r)
     return rows
+
+
+def _num(v, digits: int) -> float | None:
+    """A rounded plain float, or None (JSON null) where it is NaN or infinite (JSON has neither)."""
+    v = float(v)
+    return round(v, digits) if math.isfinite(v) else None
 
 
 class JsonlSink:
@@ -155,7 +166,21 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    write_atomic(Path(path), json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """`obj` as strict JSON (NaN and infinities become null), written atomically."""
+    write_atomic(Path(path), json.dumps(_finite(obj), indent=2, default=_json_default) + "\n")
+
+
+def _finite(o):
+    """`o` with every non-finite float (also inside numpy values and arrays) replaced by None."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, float | np.floating):
+        return float(o) if math.isfinite(o) else None
+    return o
 
 
 def _json_default(o):

@@ -33,6 +33,19 @@ def test_arrays_are_read_only_and_callers_arrays_untouched():
         ({"track_ids": np.zeros(3)}, "track_ids has 3 rows"),
         ({"xyxy": [[10, 0, 0, 10]]}, "x2 >= x1"),
         ({"outputs": {"emotion": np.zeros((2, 7))}}, "outputs['emotion'] has 2 rows"),
+        ({"time_s": float("nan")}, "time_s must be finite"),
+        ({"xyxy": [[0, 0, 10, 10, 0.9]]}, "must be \\(N,4\\)"),
+        ({"xyxy": [[0, 0, np.inf, 10]]}, "must be finite"),
+        ({"track_ids": [1.7]}, "whole numbers"),
+        (
+            {
+                "xyxy": [[0, 0, 10, 10], [5, 5, 9, 9]],
+                "scores": [1, 1],
+                "landmarks": np.zeros((2, 5, 2)),
+                "track_ids": [5, 5],
+            },
+            "must not repeat",
+        ),
     ],
 )
 def test_validation_rejects_ragged_rows(kwargs, message):
@@ -60,3 +73,10 @@ def test_select_and_with_outputs_return_new_batches():
 def test_frame_rejects_non_bgr():
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         Frame(0, 0.0, np.zeros((4, 4), np.uint8))
+
+
+def test_numpy_scalars_become_plain_numbers_for_the_sinks():
+    b = FaceBatch.from_boxes(np.int64(3), np.float32(0.5), [[0, 0, 10, 10]])
+    assert type(b.frame_index) is int and type(b.time_s) is float
+    untracked_twice = make_batch([[0, 0, 10, 10], [20, 20, 30, 30]], track_ids=[UNTRACKED, UNTRACKED])
+    assert len(untracked_twice) == 2  # only tracked ids must be unique

@@ -38,3 +38,13 @@ def test_draw_works_in_place_and_matches_annotate():
     expected = Renderer().annotate(img, batch)
     drawn = Renderer().draw(img, batch)
     assert drawn is img and np.array_equal(img, expected)
+
+
+def test_a_face_without_outputs_yet_is_drawn_without_an_emotion():
+    nan = np.float32("nan")
+    batch = make_batch([[50, 60, 150, 160]], track_ids=[2]).with_outputs(
+        emotion=np.full((1, 7), nan), gender=np.array([nan]), age=np.array([nan])
+    )
+    assert face_label(batch, 0) == ("#2", "", 0.0)
+    out = Renderer().annotate(np.zeros((200, 300, 3), np.uint8), batch)
+    assert out[160, 100].any()  # the box is still drawn

@@ -10,7 +10,14 @@ import pytest
 
 from pipeline.errors import OutputError
 from pipeline.frames import EMOTIONS
-from pipeline.sinks import JsonlSink, VideoSink, face_records, prepare_out_dir, write_tracks_csv
+from pipeline.sinks import (
+    JsonlSink,
+    VideoSink,
+    face_records,
+    prepare_out_dir,
+    write_json,
+    write_tracks_csv,
+)
 from tests.builders import make_batch
 
 
@@ -32,6 +39,30 @@ def test_face_records_name_every_field():
         1, abs=1e-3
     )
     assert rows[0]["frame"] == 5 and rows[0]["xyxy"] == [10, 10, 50, 60]
+
+
+def test_values_the_net_did_not_give_are_null_and_the_lines_strict_json(tmp_path):
+    nan = np.float32("nan")
+    batch = make_batch([[10, 10, 50, 60]], track_ids=[1]).with_outputs(
+        emotion=np.full((1, 7), nan), emotion_smooth=np.full((1, 7), nan), gender=[nan], age=[nan]
+    )
+    sink = JsonlSink(tmp_path / "faces.jsonl")
+    sink.write(batch)
+    sink.close()
+    line = (tmp_path / "faces.jsonl").read_text()
+    row = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert set(row["emotion"].values()) == {None} and row["age"] is None and row["gender"] is None
+    assert "top_emotion" not in row and "top_emotion_smooth" not in row  # argmax of NaN would say "angry"
+
+
+def test_summary_json_is_strict_json(tmp_path):
+    write_json(tmp_path / "s.json", {"p": float("nan"), "a": np.array([1.0, np.inf]), "x": np.float32(2)})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == {
+        "p": None,
+        "a": [1.0, None],
+        "x": 2.0,
+    }
 
 
 def test_jsonl_lines_are_valid_after_each_frame(tmp_path):
