@@ -35,9 +35,13 @@ class BenchRow:
     pre_ms: float
     infer_ms: float
     post_ms: float
+    median_total_ms: float | None = None  # median of the runs' totals; None: the phases' sum
 
     @property
     def total_ms(self) -> float:
+        """The median run's whole time (not the sum of each phase's median, which mixes runs)."""
+        if self.median_total_ms is not None:
+            return self.median_total_ms
         return self.pre_ms + self.infer_ms + self.post_ms
 
     @property
@@ -45,8 +49,9 @@ class BenchRow:
         return self.batch / (self.total_ms / 1000.0) if self.total_ms > 0 else float("inf")
 
     def share(self, phase: str) -> float:
-        """Fraction of the total spent in `phase` ("pre", "infer" or "post")."""
-        return getattr(self, f"{phase}_ms") / self.total_ms if self.total_ms > 0 else 0.0
+        """Fraction of the phases' median times spent in `phase` ("pre", "infer" or "post")."""
+        phases = self.pre_ms + self.infer_ms + self.post_ms
+        return getattr(self, f"{phase}_ms") / phases if phases > 0 else 0.0
 
 
 def synthetic_frame(wh: tuple[int, int] = FRAME_WH, seed: int = 0) -> np.ndarray:
@@ -122,7 +127,7 @@ def bench_net(net: Any, batches: Sequence[int], runs: int, image: np.ndarray) ->
         one_run(net, image, matrices)  # warm-up: lazy allocations, kernel selection, graph capture
         times = [one_run(net, image, matrices) for _ in range(runs)]
         pre, infer, post = (statistics.median(col) for col in zip(*times, strict=True))
-        rows.append(BenchRow(label, batch, pre, infer, post))
+        rows.append(BenchRow(label, batch, pre, infer, post, statistics.median(sum(t) for t in times)))
     return rows
 
 

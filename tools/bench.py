@@ -70,7 +70,8 @@ def naive_fps(path: str, config: AnalyzerConfig) -> float:
             video = video or VideoSink(Path(tmp) / "n.mp4", frame.wh, src.info.fps)
             video.write(renderer.annotate(frame.image_bgr, batch), frame.time_s)
             n += 1
-        video.close()
+        if video is not None:
+            video.close()
         elapsed = time.perf_counter() - t0
     analyzer.close()
     return n / elapsed
@@ -83,9 +84,11 @@ def _concat(arrays):
 
 
 def bench_video(path: str, runs: int, config: AnalyzerConfig) -> dict:
-    dec = [decode_fps(path) for _ in range(runs)]
-    full = [run_fps(path, config) for _ in range(runs)]
-    naive = [naive_fps(path, config) for _ in range(runs)]
+    dec, full, naive = [], [], []
+    for _ in range(runs):  # interleaved: a change in machine load falls on both sides of the ratio
+        dec.append(decode_fps(path))
+        full.append(run_fps(path, config))
+        naive.append(naive_fps(path, config))
     with open_source(path) as src:
         info = src.info
     med_full = statistics.median(r["fps"] for r in full)

@@ -69,16 +69,20 @@ def one_run(path: str, mode: str, max_seconds: float, config: AnalyzerConfig, cv
         "processed_fps": s["processed_fps"],
         "dropped_pct": 100 * s["frames_dropped"] / max(s["frames_captured"], 1),
         "skipped_pct": 100 * s["inference_skipped"] / max(with_faces, 1),
-        "p50": lat["p50"],
-        "p95": lat["p95"],
-        "max": lat["max"],
-        "backlog": lat["last_third_p50"] - lat["first_third_p50"],
+        "p50": _or_nan(lat["p50"]),  # None when too few frames were shown to say
+        "p95": _or_nan(lat["p95"]),
+        "max": _or_nan(lat["max"]),
+        "backlog": _or_nan(lat["last_third_p50"]) - _or_nan(lat["first_third_p50"]),
         "adds_up": s["frames_captured"] == s["frames_processed"] + s["frames_dropped"],
         "faces_per_frame": s["faces"] / max(s["frames_processed"], 1),
         "source": f"{s['input']['width']}x{s['input']['height']}",
         "native_fps": s["input"]["fps"],
         "load_1m": os.getloadavg()[0],
     }
+
+
+def _or_nan(v: float | None) -> float:
+    return float("nan") if v is None else v
 
 
 def bench(path: str, name: str, rate: str, mode: str, runs: int, seconds: float, config, cv: str) -> dict:

@@ -182,11 +182,12 @@ def macs_per_face(spec, store: ModelStore) -> int:
     head, total = build_head(spec, store, 128, 2.0), [0]
 
     def count(module, _inputs, out):
+        # the input is one face: count every view the head makes of it (accurate: face + mirror image)
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total[0] += out[0].numel() * k
+            total[0] += out.numel() * k
         elif isinstance(module, nn.Linear):
-            total[0] += module.in_features * module.out_features
+            total[0] += out.numel() * module.in_features
 
     hooks = [m.register_forward_hook(count) for m in head.modules()]
     with torch.no_grad():
