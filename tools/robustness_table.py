@@ -26,7 +26,10 @@ def emostream(args: list[str], nobody: bool, cache: Path) -> tuple[int, str]:
     if nobody:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     env = {**os.environ, "HOME": "/tmp", "EMOSTREAM_CACHE_DIR": str(cache)}  # a fresh cache for each row
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    except subprocess.TimeoutExpired:  # a hang is a finding for the table, not the end of the table
+        return -1, "no exit within 900 s (killed)"
     lines = [line for line in r.stderr.strip().splitlines() if line]
     return r.returncode, (lines[-1] if lines else "")
 
