@@ -74,8 +74,9 @@ def test_jsonl_lines_are_valid_after_each_frame(tmp_path):
     sink.close()
 
 
-def test_tracks_csv_round_trips(tmp_path):
-    s = SimpleNamespace(
+def _track_summary(**fields) -> SimpleNamespace:
+    """A per-track summary as the aggregator gives one, with `fields` overriding the defaults."""
+    defaults = dict(
         track_id=4,
         first_frame=0,
         last_frame=9,
@@ -88,7 +89,11 @@ def test_tracks_csv_round_trips(tmp_path):
         mean_gender=0.9,
         mean_age=None,
     )
-    write_tracks_csv(tmp_path / "tracks.csv", [s])
+    return SimpleNamespace(**{**defaults, **fields})
+
+
+def test_tracks_csv_round_trips(tmp_path):
+    write_tracks_csv(tmp_path / "tracks.csv", [_track_summary()])
     rows = list(csv.DictReader((tmp_path / "tracks.csv").read_text().splitlines()))
     assert rows[0]["track_id"] == "4" and rows[0]["frames_seen"] == "10" and rows[0]["mean_age"] == ""
     assert not list(tmp_path.glob("*.tmp"))
@@ -96,18 +101,11 @@ def test_tracks_csv_round_trips(tmp_path):
 
 def test_tracks_csv_leaves_missing_numbers_empty(tmp_path):
     """A track seen only without emotion has NaN means (numpy float32): empty cells, like missing age."""
-    s = SimpleNamespace(
-        track_id=1,
-        first_frame=0,
-        last_frame=0,
-        first_time_s=0.0,
-        last_time_s=0.0,
-        frames_seen=1,
+    s = _track_summary(
         mean_emotion=np.full(7, np.nan, np.float32),
         dominant_emotion="",
         gender=None,
         mean_gender=np.float32("nan"),
-        mean_age=None,
     )
     write_tracks_csv(tmp_path / "tracks.csv", [s])
     row = next(csv.DictReader((tmp_path / "tracks.csv").read_text().splitlines()))
