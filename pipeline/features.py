@@ -35,8 +35,6 @@ FUSED_EXTRAS = (("gender", 1.0), ("age", 0.01), ("contempt", 1.0))
 """Scalar outputs appended to the fused vector when present, with their scale (age in years / 100, so it
 does not outweigh the probabilities in an L2 norm)."""
 
-BACKEND_PRECISION = {"onnxruntime": "fp32", "torch": "fp16", "tensorrt": "fp16"}
-"""What each backend computes in as FaceAnalyzer builds it (no precision option: each one's GPU default)."""
 DETECTOR_MODELS = {"yunet": "yunet", "blazeface": "blazeface_short", "blazeface-full": "blazeface_full"}
 SKIPPED_OUTPUTS = ("emotion_smooth", "head", "head_label")  # per-run state or a few-shot head: not features
 
@@ -157,8 +155,10 @@ def runtime_of(config: AnalyzerConfig) -> dict:
     """The backend that will run the net ("auto" resolved on this machine) and its precision: part of the
     cache key (GPU fp16 features never stand in for CPU fp32 ones), not of the model set a classifier
     checks (a classifier trained on one backend may predict on another)."""
+    from engines.backends import DEFAULT_PRECISION
+
     backend = _resolved_backend(config.backend)
-    return {"backend": backend, "precision": BACKEND_PRECISION.get(backend, "unknown")}
+    return {"backend": backend, "precision": DEFAULT_PRECISION.get(backend, "unknown")}
 
 
 @functools.cache

@@ -26,6 +26,9 @@ AUTO = "auto"
 BACKEND_CHOICES: tuple[str, ...] = (AUTO, *BACKENDS)
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "torch", "onnxruntime")
 TENSORRT_INSTALL_HINT = 'pip install "emostream[tensorrt]"'
+DEFAULT_PRECISION: dict[str, str] = {"onnxruntime": "fp32", "torch": "fp16", "tensorrt": "fp16"}
+"""What each backend computes in unless told otherwise (on a GPU; torch on a CPU runs fp32, and TensorRT
+falls back to fp32 on a GPU without fast fp16)."""
 
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
@@ -37,6 +40,7 @@ __all__ = [
     "AUTO",
     "BACKENDS",
     "BACKEND_CHOICES",
+    "DEFAULT_PRECISION",
     "Backend",
     "NetSource",
     "backend_class",

@@ -210,7 +210,7 @@ class TensorRTBackend:
     def __init__(
         self,
         net_source: NetSource,
-        precision: str = "fp16",
+        precision: str = backends.DEFAULT_PRECISION["tensorrt"],
         max_batch: int = 128,
         opt_batch: int = 32,
         workspace_mb: int = 1024,

@@ -125,7 +125,8 @@ class TorchCudaBackend:
             reason = backends.unavailable_reason("torch")
             if reason:
                 raise BackendUnavailable(f"backend 'torch' is not available: {reason}")
-        self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
+        on_gpu = self.device.type == "cuda"
+        self.precision = precision or (backends.DEFAULT_PRECISION["torch"] if on_gpu else "fp32")
         if self.precision not in PRECISIONS:
             raise EmostreamError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         source_module = net_source.torch_module()
