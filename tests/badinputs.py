@@ -127,3 +127,10 @@ def _mkdir(path: Path) -> Path:
 def build(kind: dict, name: str, folder: Path, media: Path) -> Path:
     """Make input `name` of `kind` inside `folder` and return its path."""
     return kind[name](folder, media)
+
+
+def score_args(dataset: Path, out: Path) -> list[str]:
+    """`emostream score` arguments that read every clip of the val split and train nothing (zero-shot):
+    how the corpus goes through scoring, in the tests and in tools/robustness_table.py."""
+    return ["score", str(dataset), "--protocol", "afew", "--eval", "val", "--classifier", "zeroshot",
+            "--out", str(out)]  # fmt: skip

@@ -115,19 +115,7 @@ def test_live_source_gives_the_same_word_as_run(folder, media_dir, kind, name, c
 
 def _score(dataset, out, *extra):
     """Zero-shot scoring of a dataset's val split (no training: only reading the clips is tested)."""
-    return emostream(
-        "score",
-        dataset,
-        "--protocol",
-        "afew",
-        "--eval",
-        "val",
-        "--classifier",
-        "zeroshot",
-        "--out",
-        out,
-        *extra,
-    )
+    return emostream(*B.score_args(dataset, out), *extra)
 
 
 def _dataset_with(folder, media_dir, bad_name):

@@ -34,21 +34,6 @@ def emostream(args: list[str], nobody: bool, cache: Path) -> tuple[int, str]:
     return r.returncode, (lines[-1] if lines else "")
 
 
-def _score(dataset: Path, out: Path) -> list[str]:
-    return [
-        "score",
-        str(dataset),
-        "--protocol",
-        "afew",
-        "--eval",
-        "val",
-        "--classifier",
-        "zeroshot",
-        "--out",
-        str(out),
-    ]
-
-
 def commands(name: str, path: Path, work: Path) -> list[tuple[str, list[str]]]:
     rows = [
         ("run", ["run", str(path), "--out", str(work / f"run-{name}"), "--no-video"]),
@@ -72,7 +57,7 @@ def commands(name: str, path: Path, work: Path) -> list[tuple[str, list[str]]]:
         (ds / "val" / "Happy").mkdir(parents=True)
         shutil.copy(MEDIA / "pyfeat_single_face.mp4", ds / "val" / "Happy" / "good.mp4")
         shutil.copy(path, ds / "val" / "Happy" / path.name)
-        rows.append(("score (one clip of a dataset)", _score(ds, work / f"score-{name}")))
+        rows.append(("score (one clip of a dataset)", B.score_args(ds, work / f"score-{name}")))
     return rows
 
 
@@ -81,7 +66,7 @@ def dataset_rows(work: Path) -> list[tuple[str, str, list[str]]]:
     (work / "dataset-file.mp4").write_bytes(b"x")
     (work / "dataset-empty").mkdir()
     return [
-        (name, "score (the dataset)", _score(work / name, work / f"score-{name}"))
+        (name, "score (the dataset)", B.score_args(work / name, work / f"score-{name}"))
         for name in ("dataset-missing", "dataset-file.mp4", "dataset-empty")
     ]
 
