@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.decode import gender_label, top_emotion
-from engines.device_crops import warp_crops_cv2
+from engines.backends.device_crops import warp_crops_cv2
+from engines.labels import gender_label, top_emotion
 
 FRAME_WH = (1920, 1080)
 FACE_PX = 160.0

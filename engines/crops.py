@@ -1,8 +1,8 @@
 """Aligned face crops on the CPU from image->crop matrices (cv2.warpAffine convention), torch-free.
 
-One recipe for every caller: `pipeline.align.crop_faces` (the pipeline), the backend benchmark, and the
-reference that `engines.device_crops` (the same recipe on a GPU) is tested against. Faces shrunk by more
-than 2x are sampled from a cv2.pyrDown level of the image, so they do not alias.
+One recipe for every caller: `pipeline.stages.align.crop_faces` (the pipeline), the backend benchmark,
+and the reference that `engines.backends.device_crops` (the same recipe on a GPU) is tested against.
+Faces shrunk by more than 2x are sampled from a cv2.pyrDown level of the image, so they do not alias.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from engines import export
 from engines.backends import Backend, create_backend
+from engines.convert import export
 from engines.errors import EmostreamError
-from engines.heads import (
+from engines.nets.heads import (
     DEFAULT_HEADS,
     DEFAULT_QUALITY,
     EMBEDDING,
@@ -25,7 +25,7 @@ from engines.heads import (
     build_head,
     head_spec,
 )
-from engines.store import ModelStore
+from engines.store.store import ModelStore
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class MultiTaskNet:
             return
         import onnx
 
-        from engines.compose import compose
+        from engines.convert.compose import compose
         from engines.nets.fused import is_external
 
         externals = [h.graft for h in module.heads if is_external(h)]

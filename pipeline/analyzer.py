@@ -6,12 +6,11 @@ short run of consecutive frames and makes ONE inference call for all of their fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
-from pipeline.timing import StageTimer
+from pipeline.runtime.timing import StageTimer
 
 COARSE_MIN_FACE_PX = 48
 """The smallest tracked face, in the detector's input pixels, when detecting at a reduced size."""
@@ -20,34 +19,15 @@ FULL_SCAN_EVERY_S = 1.0
 """Longest time between full-size detections while coarse ones run (new small faces appear within it)."""
 
 
-@dataclass(frozen=True)
-class AnalyzerConfig:
-    detector: str = "yunet"
-    detect_every: int = 3  # detection is the costliest stage; the tracker carries boxes in between
-    heads: tuple[str, ...] = ("emotion", "gender", "age")
-    quality: str = "fast"
-    backend: str = "auto"
-    models_dir: str | None = None
-    smoothing_s: float = 0.5
-    coarse_detection: bool = True  # detect at a lower resolution while every tracked face is large
-    attributes_every_s: float = 1.0  # gender/age per track this often (0: every face, every frame)
-    threads: int | None = 1  # CPU threads for inference; 1 measured best beside decode/detect/encode threads
-    extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
-
-    def __post_init__(self) -> None:
-        if self.detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-
-
 class FaceAnalyzer:
     """Owns the detector, tracker, network and aggregator; turns frames into annotated FaceBatches."""
 
     def __init__(self, config: AnalyzerConfig, store=None, timer: StageTimer | None = None) -> None:
         from engines.multitask import MultiTaskNet, NetConfig
-        from engines.store import ModelStore
-        from pipeline.aggregate import Aggregator
-        from pipeline.detect import create_detector
-        from pipeline.track import Tracker
+        from engines.store.store import ModelStore
+        from pipeline.stages.aggregate import Aggregator
+        from pipeline.stages.detect import create_detector
+        from pipeline.stages.track import Tracker
 
         self.config = config
         self.store = store or ModelStore(mirror_dir=config.models_dir)
@@ -63,7 +43,7 @@ class FaceAnalyzer:
         self._full_scan_s = -np.inf
         self.head = None
         if config.extra_head:
-            from pipeline.fewshot import load_head
+            from pipeline.stages.head import load_head
 
             self.head = load_head(config.extra_head, config)
         self.refresh = self._attribute_refresh(threads)
@@ -72,7 +52,7 @@ class FaceAnalyzer:
         """Per-track gender/age refresh, where it applies: attribute heads present, CPU crops, and no
         few-shot head (which reads every face's full embedding)."""
         from engines.multitask import MultiTaskNet, NetConfig
-        from pipeline.attributes import AttributeRefresh
+        from pipeline.stages.attributes import AttributeRefresh
 
         cfg = self.config
         device_crops = getattr(self.net.backend, "run_frames", None) is not None
@@ -131,7 +111,7 @@ class FaceAnalyzer:
         A backend offering `run_frames` (the GPU ones) cuts the crops on its device from the crop
         matrices, each frame uploaded once; otherwise the crops are cut here on the CPU.
         """
-        from pipeline.align import crop_faces, crop_matrices
+        from pipeline.stages.align import crop_faces, crop_matrices
 
         if not frames:
             return []
@@ -176,8 +156,8 @@ class FaceAnalyzer:
 
     def reset(self) -> None:
         """Forget every track and statistic (the next frame starts a new clip); models stay loaded."""
-        from pipeline.aggregate import Aggregator
-        from pipeline.track import Tracker
+        from pipeline.stages.aggregate import Aggregator
+        from pipeline.stages.track import Tracker
 
         self.tracker = Tracker()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)

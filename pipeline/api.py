@@ -7,17 +7,18 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
+from pipeline.analyzer import FaceAnalyzer
+from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
-from pipeline.runner import Producer, take
-from pipeline.timing import StageTimer
+from pipeline.runtime.runner import Producer, take
+from pipeline.runtime.timing import StageTimer
 
 
 def analyze(
     source: str | Path, config: AnalyzerConfig | None = None, batch_frames: int = 4
 ) -> Iterator[tuple[Frame, FaceBatch]]:
     """Decode `source` on a background thread and yield each frame with its tracked, inferred faces."""
-    from pipeline.capture import open_source
+    from pipeline.io.capture import open_source
 
     stop = threading.Event()
     q: queue.Queue = queue.Queue(maxsize=8)

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from engines.registry import FER2013_EMOTIONS
+from engines.store.registry import FER2013_EMOTIONS
 
 EMOTIONS: tuple[str, ...] = FER2013_EMOTIONS
 """Emotion names in the order of every `emotion` output (FER2013); one list for both packages."""

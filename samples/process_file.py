@@ -6,8 +6,8 @@ python samples/process_file.py ../shared/media/pyfeat_single_face.mp4 results/
 import sys
 from pathlib import Path
 
-from pipeline.analyzer import AnalyzerConfig
-from pipeline.offline import OfflineJob, run_job
+from pipeline.config import AnalyzerConfig
+from pipeline.runtime.offline import OfflineJob, run_job
 
 
 def main(video: str, out: str) -> None:

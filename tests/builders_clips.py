@@ -187,7 +187,7 @@ def build_afew(media: Path, root: Path) -> Path:
 def build_vgaf(media: Path, root: Path) -> Path:
     """root/{Train,Val}/<clip>.mp4; Train labels in the challenge's 'Vid_name Label' file with 1/2/3,
     Val labels as a CSV `clip,label` with class names (both formats are accepted)."""
-    from pipeline.datasets import VGAF_CLASSES
+    from pipeline.scoring.datasets import VGAF_CLASSES
 
     cuts = []
     for split, clips in VGAF_CLIPS.items():

@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from pipeline.analyzer import AnalyzerConfig
-from pipeline.offline import OfflineJob, run_job
+from pipeline.config import AnalyzerConfig
+from pipeline.runtime.offline import OfflineJob, run_job
 
 CLIP_FRAMES = 72  # pyfeat_single_face.mp4
 LOOPS = 278  # 20,016 frames
@@ -61,7 +61,7 @@ def test_run_memory_stays_flat_over_20000_frames(media_dir, tmp_path):
 @pytest.mark.slow
 def test_live_memory_stays_flat_over_20000_captured_frames(media_dir, tmp_path):
     """Unpaced, the capture thread outruns the stages, so most frames are dropped: that is the point."""
-    from pipeline.live import LiveJob, run_live
+    from pipeline.live.run import LiveJob, run_live
 
     src = looped_clip(media_dir, tmp_path)
     proc, samples, done = psutil.Process(os.getpid()), [], threading.Event()

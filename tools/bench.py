@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.analyzer import AnalyzerConfig, FaceAnalyzer
-from pipeline.capture import open_source
-from pipeline.offline import OfflineJob, run_job
+from pipeline.analyzer import FaceAnalyzer
+from pipeline.config import AnalyzerConfig
+from pipeline.io.capture import open_source
+from pipeline.runtime.offline import OfflineJob, run_job
 
 
 def decode_fps(path: str) -> float:
@@ -45,9 +46,9 @@ def run_fps(path: str, config: AnalyzerConfig, write_video: bool = True) -> dict
 
 def naive_fps(path: str, config: AnalyzerConfig) -> float:
     """Everything on one thread, detection every frame, one network call per face, video written."""
-    from pipeline.align import crop_faces
-    from pipeline.render import Renderer
-    from pipeline.sinks import VideoSink
+    from pipeline.io.sinks import VideoSink
+    from pipeline.stages.align import crop_faces
+    from pipeline.stages.render import Renderer
 
     analyzer = FaceAnalyzer(config)
     renderer, n = Renderer(), 0

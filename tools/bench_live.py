@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.analyzer import AnalyzerConfig
-from pipeline.live import LiveJob, run_live
+from pipeline.config import AnalyzerConfig
+from pipeline.live.run import LiveJob, run_live
 
 METRICS = ("captured_fps", "processed_fps", "dropped_pct", "skipped_pct", "p50", "p95", "max", "backlog")
 

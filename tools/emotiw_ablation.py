@@ -17,8 +17,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.analyzer import AnalyzerConfig  # noqa: E402
-from pipeline.score import CLASSIFIERS, ScoreJob, score  # noqa: E402
+from pipeline.config import AnalyzerConfig  # noqa: E402
+from pipeline.scoring.job import ScoreJob  # noqa: E402
+from pipeline.scoring.names import CLASSIFIERS  # noqa: E402
+from pipeline.scoring.score import score  # noqa: E402
 from tests.builders_clips import build_afew, build_vgaf  # noqa: E402
 
 FEATURE_SETS = ("emotion", "fused")

@@ -4,7 +4,7 @@ graph's ms per batch against the emotion-only graph (medians of interleaved runs
 
     python tools/models_table.py [--models-dir ../shared/models] [--media-dir ../shared/media] [--runs 9]
 
-Faces are what `emostream run` feeds the net: YuNet detections, `pipeline.align.crop_faces`.
+Faces are what `emostream run` feeds the net: YuNet detections, `pipeline.stages.align.crop_faces`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.decode import top_emotion
-from engines.heads import DEFAULT_HEADS, build_head, head_spec
+from engines.labels import top_emotion
 from engines.multitask import MultiTaskNet, NetConfig
-from engines.registry import FER2013_EMOTIONS, MODELS
-from engines.store import ModelStore
-from pipeline.align import crop_faces
-from pipeline.detect import create_detector
+from engines.nets.heads import DEFAULT_HEADS, build_head, head_spec
+from engines.store.registry import FER2013_EMOTIONS, MODELS
+from engines.store.store import ModelStore
 from pipeline.frames import Frame
+from pipeline.stages.align import crop_faces
+from pipeline.stages.detect import create_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -144,7 +144,7 @@ def margin_table(store: ModelStore, crops: dict[str, np.ndarray]) -> str:
 
 def video_faces(path: Path, store: ModelStore, every: int = 4) -> np.ndarray:
     """Aligned crops of the most confident face in every `every`-th frame of a video."""
-    from pipeline.capture import open_source
+    from pipeline.io.capture import open_source
 
     detector, crops = create_detector("yunet", store), []
     with open_source(str(path)) as source:

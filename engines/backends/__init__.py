@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from engines.backends.base import Backend, NetSource
+from engines.backends.base import PRECISIONS, Backend, NetSource
 from engines.errors import BackendUnavailable
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt")
@@ -33,7 +33,7 @@ falls back to fp32 on a GPU without fast fp16)."""
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
     "torch": "engines.backends.torch_cuda:TorchCudaBackend",
-    "tensorrt": "engines.backends.tensorrt:TensorRTBackend",
+    "tensorrt": "engines.backends.tensorrt.backend:TensorRTBackend",
 }
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_CHOICES",
     "DEFAULT_PRECISION",
+    "PRECISIONS",
     "Backend",
     "NetSource",
     "backend_class",

@@ -8,6 +8,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+"""The precisions a GPU backend (torch, TensorRT) can run the net in; onnxruntime on the CPU is fp32."""
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -6,7 +6,7 @@ the module is channels-last (the NHWC uint8 input, permuted, already is). With `
 batch is padded up to a fixed bucket (1, 2, 4, ... 128 faces), whose captured graph is replayed, and
 the padding rows are sliced off. `device="cpu"` runs the same code on the CPU (tests, no GPU needed).
 
-`run_frames` cuts the crops on the device (engines.device_crops), so each frame is uploaded once.
+`run_frames` cuts the crops on the device (engines.backends.device_crops), so each frame is uploaded once.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import torch
 
 from engines import backends
 from engines.backends import chunk_bounds
-from engines.backends.base import NetSource
-from engines.device_crops import crop_frames
+from engines.backends.base import PRECISIONS, NetSource
+from engines.backends.device_crops import crop_frames
 from engines.errors import BackendUnavailable, EmostreamError
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 """Batch sizes a CUDA graph is captured for; a bigger batch runs in chunks of the largest."""
 

@@ -4,7 +4,7 @@ The model is a downloaded ONNX file (no torch source), so the torch part of the 
 this head's preprocessing, exactly as upstream's `HSEmotionRecognizer.preprocess` does on an RGB face:
 resize to 224x224, x/255, ImageNet mean/std per channel. Here the face window comes from the shared
 BGR crop, and the channel swap and the scaling are one 1x1 affine map applied to the window before
-the resize (the resize weights sum to 1, so they commute). `engines.compose` then grafts the ONNX
+the resize (the resize weights sum to 1, so they commute). `engines.convert.compose` then grafts the ONNX
 file onto this input and maps its 8 logits to the outputs: `emotion` = softmax over the 7 FER2013
 classes in FER2013 order, `contempt` = P(contempt) of the softmax over all 8.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.compose import ExternalHead, OnnxModelInfo, inspect_onnx
-from engines.decode import fer_columns
+from engines.convert.compose import ExternalHead, OnnxModelInfo, inspect_onnx
 from engines.errors import EmostreamError
-from engines.heads import HeadSpec, center_fraction
+from engines.labels import fer_columns
+from engines.nets.heads import HeadSpec, center_fraction
 from engines.nets.preprocess import Head, WindowResize
-from engines.registry import get_spec
+from engines.store.registry import get_spec
 
 INPUT_CHW = (3, 224, 224)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -48,7 +48,7 @@ class RgbWindow(nn.Module):
 class OnnxHead(Head):
     """A head whose network is an ONNX file: in torch it only prepares that network's input.
 
-    `external` tells `FusedNet` to export `<name>.input` for it; `engines.compose` does the rest.
+    `external` tells `FusedNet` to export `<name>.input` for it; `engines.convert.compose` does the rest.
     """
 
     external = True
@@ -76,7 +76,7 @@ def external_head(spec: HeadSpec, info: OnnxModelInfo) -> ExternalHead:
 
 
 def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> OnnxHead:
-    """Head factory for the HSEmotion models (see `engines.heads`)."""
+    """Head factory for the HSEmotion models (see `engines.nets.heads`)."""
     info = inspect_onnx(paths[0], INPUT_CHW)
     fraction = center_fraction(spec.face_pad, crop_scale)
     return OnnxHead(spec, external_head(spec, info), RgbWindow(crop_size, fraction), fraction).eval()

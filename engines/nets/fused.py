@@ -1,9 +1,9 @@
 """The fused multi-task net: uint8 BGR crops in -> every head (own preprocessing) -> named outputs.
 
-This module is the unit of compilation: `engines.export` turns it into one ONNX graph, the torch
+This module is the unit of compilation: `engines.convert.export` turns it into one ONNX graph, the torch
 backend runs it directly. A head whose network is an ONNX file (`external` heads, e.g. HSEmotion)
 only prepares its input here; then the module returns the raw pieces (each torch head's output and
-features, each external head's input) and `engines.compose` grafts the ONNX heads on and builds the
+features, each external head's input) and `engines.convert.compose` grafts the ONNX heads on and builds the
 embedding in head order.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from engines.compose import FEATURES_SUFFIX, INPUT_SUFFIX
-from engines.heads import EMBEDDING
+from engines.convert.compose import FEATURES_SUFFIX, INPUT_SUFFIX
+from engines.nets.heads import EMBEDDING
 from engines.nets.preprocess import Head, scaled_gray
 
 

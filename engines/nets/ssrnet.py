@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from engines.errors import EmostreamError
-from engines.heads import HeadSpec, center_fraction
+from engines.nets.heads import HeadSpec, center_fraction
 from engines.nets.preprocess import Head, WindowResize
-from engines.registry import get_spec
+from engines.store.registry import get_spec
 
 STAGES = (3, 3, 3)
 LAMBDA_LOCAL = 1.0
@@ -245,7 +245,7 @@ class SsrNetHead(Head):
 
 
 def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> SsrNetHead:
-    """Head factory for the SSR-Net models (see `engines.heads`); the task comes from the model registry."""
+    """Head factory for the SSR-Net models (see `engines.nets.heads`); the task comes from the registry."""
     if spec.output_tail != ():
         raise EmostreamError(
             f"head {spec.name}: SSR-Net gives one value per face, spec says {spec.output_tail}"

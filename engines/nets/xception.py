@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engines.convert.keras_import import KerasGraph, load_keras_model
 from engines.errors import EmostreamError
-from engines.heads import HeadSpec, center_fraction
-from engines.keras_import import KerasGraph, load_keras_model
+from engines.nets.heads import HeadSpec, center_fraction
 from engines.nets.preprocess import GrayWindow, Head
-from engines.registry import get_spec
+from engines.store.registry import get_spec
 
 INPUT_HW = (64, 64)
 """Spatial input size of every face_classification model (N, 1, 64, 64)."""
@@ -109,7 +109,7 @@ class EnsembleHead(Head):
 
 
 def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> XceptionHead:
-    """Head factory for the face_classification models (see `engines.heads`)."""
+    """Head factory for the face_classification models (see `engines.nets.heads`)."""
     net = load_xception(paths[0])
     column = (
         get_spec(spec.models[0]).classes.index(_SCALAR_CLASS[spec.name]) if not spec.output_tail else None

@@ -1,6 +1,6 @@
 """Engine fixtures: real aligned face crops of the labelled photos, cut the way the product cuts them.
 
-Crops come from YuNet detections and `pipeline.align.crop_faces` (5-point similarity alignment), so
+Crops come from YuNet detections and `pipeline.stages.align.crop_faces` (5-point similarity alignment), so
 the engine tests measure the heads on what `emostream run` feeds them.
 """
 
@@ -12,16 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.store import ModelStore
+from engines.store.store import ModelStore
 from tests.media_labels import LABELLED_PHOTOS
 
 
 @pytest.fixture(scope="session")
 def crops_of(media_dir) -> Callable[[int], dict[str, np.ndarray]]:
     """crops_of(size) -> {photo: (faces, size, size, 3) uint8 aligned crops}, cached per size."""
-    from pipeline.align import crop_faces
-    from pipeline.detect import create_detector
     from pipeline.frames import Frame
+    from pipeline.stages.align import crop_faces
+    from pipeline.stages.detect import create_detector
 
     detector = create_detector("yunet", ModelStore())
     images = {p: cv2.imread(str(media_dir / p)) for p in LABELLED_PHOTOS}

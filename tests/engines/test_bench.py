@@ -7,11 +7,11 @@ import types
 import numpy as np
 import pytest
 
+from engines.backends.device_crops import pyramid_level
 from engines.bench import BenchRow, backend_label, face_matrices, markdown_table, run_bench, synthetic_frame
-from engines.device_crops import pyramid_level
 from engines.multitask import MultiTaskNet, NetConfig
-from engines.store import ModelStore
-from pipeline import cli
+from engines.store.store import ModelStore
+from pipeline.cli import main as cli
 
 
 @pytest.fixture(scope="module")

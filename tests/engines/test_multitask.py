@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines import export
-from engines.decode import gender_label, top_emotion
+from engines.convert import export
 from engines.errors import EmostreamError
-from engines.heads import DEFAULT_HEADS, build_head
+from engines.labels import gender_label, top_emotion
 from engines.multitask import FusedNet, MultiTaskNet, NetConfig
+from engines.nets.heads import DEFAULT_HEADS, build_head
 from engines.nets.ssrnet import build_ssrnet
-from engines.store import ModelStore
+from engines.store.store import ModelStore
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analyzer import FULL_SCAN_EVERY_S, AnalyzerConfig, FaceAnalyzer
-from pipeline.capture import open_source
-from pipeline.track import iou_matrix
+from pipeline.analyzer import FULL_SCAN_EVERY_S, FaceAnalyzer
+from pipeline.config import AnalyzerConfig
+from pipeline.io.capture import open_source
+from pipeline.stages.track import iou_matrix
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.aggregate import Aggregator, clip_statistics, group_clip_statistics
-from pipeline.align import crop_faces, similarity_matrices, template_in_crop
 from pipeline.frames import FaceBatch
-from pipeline.track import Tracker, iou_matrix
+from pipeline.stages.aggregate import Aggregator, clip_statistics, group_clip_statistics
+from pipeline.stages.align import crop_faces, similarity_matrices, template_in_crop
+from pipeline.stages.track import Tracker, iou_matrix
 from tests.builders import make_batch
 
 coords = st.floats(0, 2000, allow_nan=False, width=32)

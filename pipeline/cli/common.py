@@ -1,0 +1,78 @@
+"""What every subcommand shares: exit codes, the usage error, and the analyzer's options.
+
+Choices are read from the registries that define them (detectors, qualities, heads, backends), all light
+modules, so building the parser loads no engine. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from engines.backends import BACKEND_CHOICES
+from engines.errors import EmostreamError
+from engines.nets.heads import DEFAULT_HEADS, DEFAULT_QUALITY, QUALITIES, QUALITY_HELP, head_names
+from pipeline.config import DETECTOR_MODELS, AnalyzerConfig
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(EmostreamError):
+    """A bad option value: one line on stderr and exit code 2, like any EmostreamError."""
+
+
+def split_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated option value."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", help="read-only model mirror folder (default: $EMOSTREAM_MODELS_DIR)")
+
+
+def add_analyzer_args(p: argparse.ArgumentParser) -> None:
+    """--models-dir, --detector, --detect-every, --heads, --quality, --backend."""
+    add_model_args(p)
+    p.add_argument("--detector", default="yunet", choices=list(DETECTOR_MODELS))
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=3,
+        metavar="N",
+        help="detect on every Nth frame, the tracker predicts boxes between (default 3; 1 = every frame)",
+    )
+    p.add_argument(
+        "--heads",
+        default=",".join(DEFAULT_HEADS),
+        help=f"comma-separated head set from {', '.join(_head_choices())} "
+        f"(default: {','.join(DEFAULT_HEADS)})",
+    )
+    p.add_argument("--quality", default=DEFAULT_QUALITY, choices=list(QUALITIES), help=QUALITY_HELP)
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="inference backend; auto picks tensorrt, then torch on CUDA, then onnxruntime (default: auto)",
+    )
+
+
+def _head_choices() -> list[str]:
+    """Every head name, the default set first in its order."""
+    return [*DEFAULT_HEADS, *(h for h in head_names() if h not in DEFAULT_HEADS)]
+
+
+def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
+    """The AnalyzerConfig that the analyzer options in `args` describe."""
+    if args.detect_every < 1:
+        raise UsageError(f"--detect-every must be >= 1, got {args.detect_every}")
+    return AnalyzerConfig(
+        detector=args.detector,
+        detect_every=args.detect_every,
+        heads=tuple(split_list(args.heads)),
+        quality=args.quality,
+        backend=args.backend,
+        models_dir=args.models_dir,
+        extra_head=getattr(args, "head", None),
+    )

@@ -1,0 +1,64 @@
+"""`emostream` command line. Heavy modules are imported only by the subcommand that needs them.
+
+Exit codes: 0 done; 2 unusable input or bad usage (one line on stderr, no traceback); 3 input only
+partly readable (what decoded was processed); 130 interrupted (outputs written so far are valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from engines.errors import EmostreamError  # light: exceptions only
+from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from pipeline.cli.gpu import add_gpu_parsers
+from pipeline.cli.live import add_live_parser
+from pipeline.cli.models import add_models_parser
+from pipeline.cli.run import add_run_parser
+from pipeline.cli.score import add_score_parsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emostream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_parser(sub)
+    add_live_parser(sub)
+    add_gpu_parsers(sub)
+    add_score_parsers(sub)
+    add_models_parser(sub)
+    return parser
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    args = build_parser().parse_args(argv)
+
+    # Ctrl-C / SIGINT and SIGTERM end a run cleanly. Installed explicitly: a process started in the
+    # background by a non-interactive shell inherits SIGINT *ignored*, and Python then sets no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return args.func(args)
+    except EmostreamError as e:
+        print(f"emostream: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("emostream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:  # disk full, permissions, a vanished folder: still one line, never a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"emostream: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:  # the outputs are final now: a late Ctrl-C must not turn the exit code into a signal death
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Output writers: faces.jsonl, tracks.csv, summary.json, annotated.mp4, timeline.png.
+
+Everything is written so that an interrupted run leaves valid files: JSONL lines are written whole and
+flushed per frame; the MP4 is fragmented (a playable prefix survives even a hard kill); CSV and JSON are
+written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from engines.files import write_atomic
+from engines.labels import gender_of, top_of
+from pipeline.errors import OutputError
+from pipeline.frames import EMOTIONS, FaceBatch
+
+OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png", "latency.csv")
+
+
+def prepare_out_dir(
+    out_dir: Path, overwrite: bool, outputs: tuple[str, ...] = OUTPUT_NAMES, remove_earlier: bool = True
+) -> Path:
+    """Create `out_dir`; refuse to mix with an earlier run's `outputs` unless `overwrite`. With
+    `remove_earlier` (run, live: a run may not write every file) the earlier ones go now; without it
+    (score: each output is renamed over the earlier one) nothing is deleted."""
+    out_dir = Path(out_dir)
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputError(f"--out {out_dir}: exists and is not a folder")
+        earlier = [n for n in outputs if (out_dir / n).exists()]
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot be used ({e.strerror})") from None
+    if earlier and not overwrite:
+        raise OutputError(
+            f"--out {out_dir} already holds {', '.join(earlier)} from an earlier run; "
+            "choose another folder or pass --overwrite"
+        )
+    for name in earlier if remove_earlier else ():
+        (out_dir / name).unlink()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    return out_dir
+
+
+def face_records(batch: FaceBatch) -> list[dict]:
+    """One JSON-ready dict per face: frame, time, track, box, score, emotions, gender, age.
+
+    A value the net did not give (NaN) is written as null, and no top emotion is named from a NaN row.
+    """
+    out = batch.outputs
+    rows = []
+    for i in range(len(batch)):
+        r = {
+            "frame": batch.frame_index,
+            "time_s": round(batch.time_s, 4),
+            "track_id": int(batch.track_ids[i]),
+            "xyxy": [round(float(v), 1) for v in batch.xyxy[i]],
+            "score": _num(batch.scores[i], 4),
+            "detected": batch.detected,
+        }
+        if "emotion" in out:
+            probs = out["emotion"][i]
+            r["emotion"] = {name: _num(p, 4) for name, p in zip(EMOTIONS, probs, strict=True)}
+            top = top_of(probs)
+            if top is not None:
+                r["top_emotion"], r["top_p"] = top[0], _num(top[1], 4)
+        top_smooth = top_of(out["emotion_smooth"][i]) if "emotion_smooth" in out else None
+        if top_smooth is not None:
+            r["top_emotion_smooth"] = top_smooth[0]
+        if "gender" in out:
+            p_man = _num(out["gender"][i], 4)
+            r["gender"] = gender_of(p_man)
+            r["p_man"] = p_man
+        if "age" in out:
+            r["age"] = _num(out["age"][i], 1)
+        if "gender_ssr" in out:
+            r["p_man_ssr"] = _num(out["gender_ssr"][i], 4)
+        if "contempt" in out:  # AffectNet's eighth class, kept beside the seven FER2013 emotions
+            r["contempt"] = _num(out["contempt"][i], 4)
+        if "head_label" in out:  # a few-shot head (`run --head`): its class and probability
+            r["head"], r["head_p"] = str(out["head_label"][i]), _num(np.max(out["head"][i]), 4)
+        rows.append(r)
+    return rows
+
+
+def _num(v, digits: int) -> float | None:
+    """A rounded plain float, or None (JSON null) where it is NaN or infinite (JSON has neither)."""
+    v = float(v)
+    return round(v, digits) if math.isfinite(v) else None
+
+
+class JsonlSink:
+    """faces.jsonl: one object per face per processed frame, flushed after every frame."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._f: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.lines = 0
+
+    def write(self, batch: FaceBatch) -> None:
+        if self._f is None or not len(batch):
+            return
+        rows = face_records(batch)
+        self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+        self._f.flush()
+        self.lines += len(rows)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def write_tracks_csv(path: Path, summaries: list) -> None:
+    """tracks.csv: one row per track (from `Aggregator.track_summaries()`), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        [
+            "track_id",
+            "first_frame",
+            "last_frame",
+            "first_time_s",
+            "last_time_s",
+            "frames_seen",
+            *[f"mean_{e}" for e in EMOTIONS],
+            "dominant_emotion",
+            "gender",
+            "mean_p_man",
+            "mean_age",
+        ]
+    )
+    for s in summaries:
+        w.writerow(
+            [
+                s.track_id,
+                s.first_frame,
+                s.last_frame,
+                f"{s.first_time_s:.4f}",
+                f"{s.last_time_s:.4f}",
+                s.frames_seen,
+                *[_fmt(p) for p in s.mean_emotion],
+                s.dominant_emotion,
+                s.gender or "",
+                _fmt(s.mean_gender),
+                _fmt(s.mean_age, 1),
+            ]
+        )
+    write_atomic(Path(path), buf.getvalue())
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    """A number for the CSV; "" where there is none (None or NaN, numpy floats included)."""
+    return "" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """`obj` as strict JSON (NaN and infinities become null), written atomically."""
+    write_atomic(Path(path), json.dumps(_finite(obj), indent=2, default=_json_default) + "\n")
+
+
+def _finite(o):
+    """`o` with every non-finite float (also inside numpy values and arrays) replaced by None."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, float | np.floating):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class VideoSink:
+    """annotated.mp4 through PyAV/libx264, keeping each frame's own presentation time (VFR-safe).
+
+    Fragmented MP4 so the file stays playable up to the last fragment even if the process dies.
+    """
+
+    TIME_BASE = Fraction(1, 90000)
+
+    def __init__(self, path: Path, wh: tuple[int, int], fps: float, preset: str = "ultrafast") -> None:
+        import av
+
+        self.path = Path(path)
+        self.wh = (wh[0] + wh[0] % 2, wh[1] + wh[1] % 2)  # yuv420p needs even sides
+        self._container = av.open(str(self.path), "w", options={"movflags": "frag_keyframe+empty_moov"})
+        rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = self.wh
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.codec_context.time_base = self.TIME_BASE
+        self._stream.time_base = self.TIME_BASE
+        # a keyframe, hence an MP4 fragment, every ~2 s: a hard kill loses at most that much video
+        # two encoder threads: x264's default (1.5 per core) starved the other stages on 2 cores
+        self._stream.options = {
+            "preset": preset,
+            "crf": "23",
+            "g": str(max(1, round(2 * float(rate)))),
+            "threads": "2",
+        }
+        self._last_pts = -1
+        self.frames = 0
+
+    def write(self, image_bgr: np.ndarray, time_s: float) -> None:
+        import av
+
+        img = _pad_even(image_bgr, self.wh)
+        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+        pts = max(round(time_s / self.TIME_BASE), self._last_pts + 1)  # strictly increasing
+        frame.pts, frame.time_base, self._last_pts = pts, self.TIME_BASE, pts
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+
+def _pad_even(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    h, w = img.shape[:2]
+    if (w, h) == wh:
+        return img
+    import cv2
+
+    if (w + w % 2, h + h % 2) != wh:  # resolution changed mid-stream: fit the first frame's size
+        return cv2.resize(img, wh, interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(img, 0, wh[1] - h, 0, wh[0] - w, cv2.BORDER_REPLICATE)

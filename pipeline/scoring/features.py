@@ -1,0 +1,143 @@
+"""Per-face features of whole clips through the real pipeline, in parallel over clips, cached on disk.
+
+`extract_features(paths, config, workers=N)` runs detect -> track -> fused net on every clip that is not
+in the cache yet: one process per worker, each with its own `FaceAnalyzer` and a share of the CPU threads.
+Each clip's result (`ClipFeatures`: one row per face per frame with frame index, time, track id, box and
+every net output) is saved as one compressed .npz named by the sha256 of the clip's bytes, of the
+`model_set` (model sha256s, head specs, quality, detector, detect_every, coarse detection) and of the
+inference backend and its precision, so re-runs and classifier sweeps never decode a video twice, and a
+different model set or backend never reads stale features. An unreadable cache entry is extracted again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import AnalyzerConfig, model_set
+from pipeline.scoring.clip_features import ClipFeatures
+from pipeline.scoring.feature_workers import run_extraction
+
+OnClip = Callable[[Path, str], None]
+"""Progress callback: (clip path, "cached" | "extracted" | "failed"), called once per clip in the parent."""
+
+
+def model_set_key(ms: dict) -> str:
+    return hashlib.sha256(json.dumps(ms, sort_keys=True).encode()).hexdigest()
+
+
+def runtime_of(config: AnalyzerConfig) -> dict:
+    """The backend that will run the net ("auto" resolved on this machine) and its precision: part of the
+    cache key (GPU fp16 features never stand in for CPU fp32 ones), not of the model set a classifier
+    checks (a classifier trained on one backend may predict on another)."""
+    from engines.backends import DEFAULT_PRECISION
+
+    backend = _resolved_backend(config.backend)
+    return {"backend": backend, "precision": DEFAULT_PRECISION.get(backend, "unknown")}
+
+
+@functools.cache
+def _resolved_backend(name: str) -> str:
+    from engines.backends import resolve_backend
+
+    return resolve_backend(name)
+
+
+def clip_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    from engines.store.store import default_cache_dir as store_cache
+
+    return store_cache() / "features"
+
+
+@dataclass
+class ExtractResult:
+    """Features of every clip that could be read, the reason for each that could not, and what it cost."""
+
+    features: dict[Path, ClipFeatures]
+    failed: dict[Path, str]
+    model_set: dict
+    runtime: dict = dataclasses.field(default_factory=dict)
+    digests: dict[Path, str] = dataclasses.field(default_factory=dict)  # sha256 of each clip's bytes
+    cached: int = 0
+    extracted: int = 0
+
+
+def extract_features(
+    paths: Iterable[Path],
+    config: AnalyzerConfig,
+    *,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+    on_clip: OnClip | None = None,
+) -> ExtractResult:
+    """Features of every clip in `paths` (cache, else the pipeline); unreadable clips land in `failed`."""
+    config = _feature_config(config)
+    ms, runtime = model_set(config), runtime_of(config)
+    key = model_set_key({**ms, **runtime})
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    result = ExtractResult({}, {}, ms, runtime)
+    todo: dict[str, list[Path]] = {}  # sha256 -> paths with those bytes
+    notify = on_clip or (lambda path, status: None)
+    for path in dict.fromkeys(Path(p) for p in paths):
+        try:
+            digest = clip_sha256(path)
+        except OSError as e:
+            result.failed[path] = f"{path}: cannot be read ({e.strerror or e})"
+            notify(path, "failed")
+            continue
+        result.digests[path] = digest
+        cf = _load_cached(_cache_path(cache, digest, key))
+        if cf is not None:
+            result.features[path] = cf
+            result.cached += 1
+            notify(path, "cached")
+        else:
+            todo.setdefault(digest, []).append(path)
+    for digest, outcome in run_extraction(todo, config, workers):
+        if isinstance(outcome, ClipFeatures):
+            outcome.save(_cache_path(cache, digest, key))
+            result.extracted += 1
+        for path in todo[digest]:
+            if isinstance(outcome, ClipFeatures):
+                result.features[path] = outcome
+            else:
+                result.failed[path] = outcome
+            notify(path, "extracted" if isinstance(outcome, ClipFeatures) else "failed")
+    return result
+
+
+def _feature_config(config: AnalyzerConfig) -> AnalyzerConfig:
+    """The analyzer config features are made with: no few-shot head (features are what heads train on), and
+    the full graph on every face (the fused embedding of each frame, not per-track attribute refresh)."""
+    return dataclasses.replace(config, extra_head=None, attributes_every_s=0.0)
+
+
+def _cache_path(cache: Path, digest: str, key: str) -> Path:
+    return cache / digest[:2] / f"{digest}-{key[:16]}.npz"
+
+
+def _load_cached(path: Path) -> ClipFeatures | None:
+    """The cached features at `path`; None when there are none or the entry is damaged (emptied,
+    truncated, not an npz): a damaged entry is removed so the clip is extracted and saved again."""
+    if not path.is_file():
+        return None
+    try:
+        return ClipFeatures.load(path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None

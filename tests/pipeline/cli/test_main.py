@@ -1,0 +1,70 @@
+"""The command line as a user meets it: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def emostream(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    (tmp_path / "folder.mp4").mkdir()
+    return ["empty.mp4", "noise.mp4", "notes.mp4", "folder.mp4", "missing.mp4"]
+
+
+def test_bad_inputs_exit_2_with_one_line_naming_the_file(tmp_path):
+    for name in _bad_inputs(tmp_path):
+        r = emostream("run", tmp_path / name, "--out", tmp_path / f"out-{name}", "--no-video")
+        assert r.returncode == 2, (name, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in r.stderr and name in lines[0], (name, r.stderr)
+
+
+def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
+    out = tmp_path / "out"
+    r = emostream("run", media_dir / "fer_justin_smile.jpg", "--out", out)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["faces"] == 1 and summary["input"]["is_still"]
+    again = emostream("run", media_dir / "fer_justin_smile.jpg", "--out", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert emostream("run", media_dir / "fer_justin_smile.jpg", "--out", out, "--overwrite").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "x.mp4", "--out", "o", "--detect-every", "0"], "--detect-every"),
+        (["run", "x.mp4", "--out", "o", "--detector", "nope"], "invalid choice"),
+        (["models", "verify", "no-such-model"], "no-such-model"),
+        # raised in the subcommand modules
+        (["live", "--serve", "localhost:x"], "--serve"),
+        (["live", "--source", "x.mp4", "--max-seconds", "0"], "--max-seconds"),
+        (["bench", "--batches", "eight"], "--batches"),
+    ],
+)
+def test_usage_errors(tmp_path, args, fragment):
+    r = emostream(*args, cwd=tmp_path)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_models_list_and_verify_read_the_mirror(models_dir):
+    listed = emostream("models", "list", "--models-dir", models_dir)
+    assert listed.returncode == 0 and "yunet" in listed.stdout and "mirror" in listed.stdout
+    verified = emostream("models", "verify", "yunet", "fer_mini_xception", "--models-dir", models_dir)
+    assert verified.returncode == 0 and verified.stdout.count(" ok ") == 2
