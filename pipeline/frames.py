@@ -57,7 +57,8 @@ class Frame:
             raise ValueError(f"Frame.image_bgr must be HxWx3 uint8, got shape {shape} dtype {dtype}")
 
     @property
-    def wh(self) -> tuple[int, int]:
+    def size_wh(self) -> tuple[int, int]:
+        """(width, height) of the image in pixels."""
         return int(self.image_bgr.shape[1]), int(self.image_bgr.shape[0])
 
 
@@ -137,7 +138,7 @@ class FaceBatch:
         )
 
     @property
-    def wh(self) -> np.ndarray:
+    def box_wh(self) -> np.ndarray:
         """(N,2) box widths and heights in pixels."""
         return self.xyxy[:, 2:] - self.xyxy[:, :2]
 

@@ -104,7 +104,7 @@ class LiveOutputs:
         self._csv.flush()
         if self.write_video:
             if self.video is None:
-                self.video = VideoSink(self.out_dir / "annotated.mp4", frame.wh, self.fps)
+                self.video = VideoSink(self.out_dir / "annotated.mp4", frame.size_wh, self.fps)
             self.video.write(image_bgr, frame.time_s)
 
     def close(self) -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from engines.labels import gender_of, top_of
 from pipeline.frames import FaceBatch, Frame
-from pipeline.io.sinks import write_json, write_tracks_csv
+from pipeline.io.sinks import write_json
+from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
 from pipeline.live.outputs import percentiles_ms
 
 
@@ -79,12 +79,7 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
             "frames_read": capture["frames_read"],
             "decode_errors": capture["decode_errors"],
         },
-        "models": [{"name": n, "sha256": s} for n, s in analyzer.net.models],
-        "detector": analyzer.config.detector,
-        "detect_every": analyzer.config.detect_every,
-        "heads": list(analyzer.net.config.heads),
-        "quality": analyzer.net.config.quality,
-        "backend": analyzer.net.backend_name,
+        **analyzer_facts(analyzer),
         "realtime": job.realtime,
         "max_seconds": job.max_seconds,
         **counts,
@@ -106,7 +101,7 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
             "stages": analyzer.timer.summary(run.shown),
         },
         "outputs": outputs,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_facts(),
     }
     if out is not None:
         write_json(out / "summary.json", summary)
@@ -114,9 +109,6 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
 
 
 def _write_tables(out: Path, tracks: list, title: str, run) -> dict:
-    from pipeline.io.plots import plot_timeline
-
-    write_tracks_csv(out / "tracks.csv", tracks)
-    plotted = plot_timeline(out / "faces.jsonl", out / "timeline.png", title=Path(title).name)
+    plotted = write_track_tables(out, tracks, title)
     written = run.outputs.counts if run.outputs is not None else {}
     return {**written, "tracks.csv": len(tracks), "latency.csv": run.shown, "timeline.png": plotted}

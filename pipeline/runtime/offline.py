@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
-from pipeline.io.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json, write_tracks_csv
+from pipeline.io.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json
+from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
 from pipeline.runtime.runner import RunStats, run_offline
 from pipeline.runtime.timing import StageTimer
 from pipeline.stages.detect import set_cv_threads
@@ -51,7 +51,7 @@ class _Outputs:
             img = self.renderer.annotate(frame.image_bgr, batch)
         with self.timer("encode"):
             if self.video is None:
-                self.video = VideoSink(self.out / "annotated.mp4", frame.wh, self.fps)
+                self.video = VideoSink(self.out / "annotated.mp4", frame.size_wh, self.fps)
             self.video.write(img, frame.time_s)
 
     def close(self) -> None:
@@ -103,11 +103,8 @@ def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None
 
 def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, setup_s: float, outputs) -> dict:
     """tracks.csv, timeline.png and summary.json once the frames are done (or interrupted)."""
-    from pipeline.io.plots import plot_timeline
-
     tracks = analyzer.aggregator.track_summaries()
-    write_tracks_csv(out / "tracks.csv", tracks)
-    plotted = plot_timeline(out / "faces.jsonl", out / "timeline.png", title=Path(job.input).name)
+    plotted = write_track_tables(out, tracks, job.input)
     summary = {
         "input": {
             **dataclasses.asdict(source.info),
@@ -115,12 +112,7 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
             "decode_errors": getattr(source, "decode_errors", 0),
             "last_error": getattr(source, "last_error", None),
         },
-        "models": [{"name": n, "sha256": s} for n, s in analyzer.net.models],
-        "detector": job.analyzer.detector,
-        "detect_every": job.analyzer.detect_every,
-        "heads": list(analyzer.net.config.heads),
-        "quality": analyzer.net.config.quality,
-        "backend": analyzer.net.backend_name,
+        **analyzer_facts(analyzer),
         "frames_processed": stats.frames,
         "faces": stats.faces,
         "tracks": len(tracks),
@@ -138,7 +130,7 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
             "annotated.mp4": outputs.video.frames if outputs.video else 0,
             "timeline.png": plotted,
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_facts(),
     }
     write_json(out / "summary.json", summary)
     return summary

@@ -12,6 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.config import AnalyzerConfig
+
+
+def attribute_refresh_for(config: AnalyzerConfig, full_net, make_emotion_net, *, head=None):
+    """An AttributeRefresh where it applies, else None: attribute heads present, CPU crops (a backend
+    with `run_frames` cuts crops on its device for the full graph only), and no few-shot head (which
+    reads every face's full embedding). `make_emotion_net()` builds the emotion-only graph."""
+    device_crops = getattr(full_net.backend, "run_frames", None) is not None
+    if config.attributes_every_s <= 0 or set(config.heads) <= {"emotion"} or head is not None or device_crops:
+        return None
+    return AttributeRefresh(full_net, make_emotion_net(), config.attributes_every_s)
+
 
 class AttributeRefresh:
     """Splits a batch of crops between the full and the emotion-only net and merges their outputs."""

@@ -207,7 +207,7 @@ def _reduced(image_bgr: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarr
 
 def _batch(frame: Frame, xyxy: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> FaceBatch:
     """Boxes clipped to the frame (empty ones dropped) in a FaceBatch for this frame."""
-    w, h = frame.wh
+    w, h = frame.size_wh
     xyxy = np.clip(xyxy.reshape(-1, 4), 0, [w, h, w, h]).astype(np.float32)
     keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
     return FaceBatch.from_boxes(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analyzer import FULL_SCAN_EVERY_S, FaceAnalyzer
+from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.io.capture import open_source
+from pipeline.stages.schedule import FULL_SCAN_EVERY_S
 from pipeline.stages.track import iou_matrix
 
 

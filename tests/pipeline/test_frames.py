@@ -14,7 +14,7 @@ def test_empty_batch_keeps_time():
 def test_from_boxes_fills_unknowns():
     b = FaceBatch.from_boxes(0, 0.0, [[0, 0, 10, 20]])
     assert b.scores.tolist() == [1.0] and np.isnan(b.landmarks).all() and b.track_ids.tolist() == [UNTRACKED]
-    assert b.wh.tolist() == [[10, 20]] and b.centers.tolist() == [[5, 10]]
+    assert b.box_wh.tolist() == [[10, 20]] and b.centers.tolist() == [[5, 10]]
 
 
 def test_arrays_are_read_only_and_callers_arrays_untouched():

@@ -349,7 +349,7 @@ def test_display_rotation_is_applied_so_faces_come_out_upright(tmp_path, media_d
     upright = cv2.resize(cv2.imread(str(media_dir / "pyfeat_happy_f15.jpg")), (320, 240))
     with open_source(_phone_video(tmp_path / "phone.mp4", upright, stored, rotation)) as src:
         frame = next(iter(src))
-    assert (src.info.width, src.info.height) == (320, 240) == frame.wh
+    assert (src.info.width, src.info.height) == (320, 240) == frame.size_wh
     error = np.abs(frame.image_bgr.astype(np.float32) - upright).mean()
     upside_down = np.abs(frame.image_bgr.astype(np.float32) - cv2.rotate(upright, cv2.ROTATE_180)).mean()
     assert error < 8 < upside_down, f"the picture must come out as shot: {error:.1f} vs {upside_down:.1f}"

@@ -18,7 +18,7 @@ def _frames(n, produced=None):
 
 
 def _process(frames):
-    return [FaceBatch.empty(f.index, f.time_s, f.wh) for f in frames]
+    return [FaceBatch.empty(f.index, f.time_s, f.size_wh) for f in frames]
 
 
 @pytest.mark.parametrize("batch_frames", [1, 3, 4, 50])

@@ -42,15 +42,15 @@ def _first_frame(path):
 
 def _check_batch(batch, frame):
     """Shape and range facts every detector output must satisfy."""
-    w, h = frame.wh
+    w, h = frame.size_wh
     assert batch.frame_index == frame.index and batch.time_s == frame.time_s and batch.frame_wh == (w, h)
     assert batch.detected and (batch.track_ids == UNTRACKED).all()
     assert ((batch.scores > 0) & (batch.scores <= 1)).all()
     assert (
         (batch.xyxy >= 0).all() and (batch.xyxy[:, [0, 2]] <= w).all() and (batch.xyxy[:, [1, 3]] <= h).all()
     )
-    assert (batch.wh > 0).all()
-    margin = 0.25 * batch.wh[:, None, :]  # landmarks inside their box, or near it on turned heads
+    assert (batch.box_wh > 0).all()
+    margin = 0.25 * batch.box_wh[:, None, :]  # landmarks inside their box, or near it on turned heads
     lo, hi = batch.xyxy[:, None, :2] - margin, batch.xyxy[:, None, 2:] + margin
     assert ((batch.landmarks >= lo) & (batch.landmarks <= hi)).all()
 
@@ -107,14 +107,14 @@ def test_crowd_video_has_faces_in_every_frame(detectors, media_dir, name, min_fa
 def test_reduced_input_maps_back_to_full_resolution(models_dir, media_dir):
     """The same photo at 1x and 2x gives the same faces in each image's own pixels."""
     frame = _first_frame(media_dir / "pyfeat_multi_face_5.jpg")
-    big = make_frame(wh=(2 * frame.wh[0], 2 * frame.wh[1]))
+    big = make_frame(wh=(2 * frame.size_wh[0], 2 * frame.size_wh[1]))
     big.image_bgr[:] = np.kron(frame.image_bgr, np.ones((2, 2, 1), np.uint8))
     detector = create_detector("yunet", ModelStore(models_dir, download=False))
     small_batch, big_batch = detector.detect(frame), detector.detect(big)
     order_s, order_b = np.argsort(small_batch.xyxy[:, 0]), np.argsort(big_batch.xyxy[:, 0])
-    face_size = small_batch.wh.mean()
+    face_size = small_batch.box_wh.mean()
     np.testing.assert_allclose(big_batch.xyxy[order_b] / 2, small_batch.xyxy[order_s], atol=0.05 * face_size)
-    assert big_batch.frame_wh == big.wh
+    assert big_batch.frame_wh == big.size_wh
 
 
 @pytest.mark.parametrize("name", DETECTOR_NAMES)
