@@ -68,7 +68,7 @@ def naive_fps(path: str, config: AnalyzerConfig) -> float:
             if outs:
                 batch = batch.with_outputs(**{k: _concat([o[k] for o in outs]) for k in outs[0]})
             batch = analyzer.aggregator.update(batch)
-            video = video or VideoSink(Path(tmp) / "n.mp4", frame.wh, src.info.fps)
+            video = video or VideoSink(Path(tmp) / "n.mp4", frame.size_wh, src.info.fps)
             video.write(renderer.annotate(frame.image_bgr, batch), frame.time_s)
             n += 1
         if video is not None:

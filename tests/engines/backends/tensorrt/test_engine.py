@@ -1,5 +1,5 @@
-"""TensorRT engine cache (engines/backends/tensorrt/engine.py): keys, build options, precision flags, timing cache,
-sidecars and rebuilds, and the `build-engine` command without TensorRT.
+"""TensorRT engine cache (engines/backends/tensorrt/engine.py): keys, build options, precision flags,
+timing cache, sidecars and rebuilds, and the `build-engine` command without TensorRT.
 
 TensorRT is not installable on the development machines: the cache takes its builder and
 deserializer as callables, so it is tested here with small fakes.
