@@ -1,0 +1,83 @@
+"""Training on real faces (a few steps, resumable) and the ONNX export agreeing with torch."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from engines.nets.mtl import MTLNet, preprocess
+from engines.training import export, train
+from engines.training.augment import AugmentConfig
+
+ALLOWED_OPS = {
+    "Conv", "Relu", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "MatMul", "Add", "Mul",
+    "BatchNormalization", "Identity", "Constant", "Gather", "Squeeze", "Unsqueeze", "Reshape",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Training steps on one thread: fast enough, and immune to a busy machine's thread contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_loss_falls_on_real_faces(small_data):
+    torch.manual_seed(0)
+    args = train.parse_args(["--out", "unused", "--batch", "64", "--lr", "0.02"])
+    model, opt, sched = train.build(args, small_data)
+    sched.base_lrs = [0.02, 0.02]
+    sched.lr_lambdas = [lambda _: 1.0] * 2
+    gen = torch.Generator().manual_seed(0)
+    ids = np.concatenate([np.arange(24), len(small_data.fer_train.images) + np.arange(24)])
+    weak = AugmentConfig(scale=0, shift=0, rotate_deg=0, brightness=0, contrast=0, erase_p=0)
+    losses = [train.train_step(model, opt, sched, small_data, ids, weak, gen)["loss"] for _ in range(20)]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+@pytest.mark.slow
+def test_cli_trains_writes_metrics_and_resumes(datasets, tmp_path):
+    common = [
+        "--data",
+        str(datasets),
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "48",
+        "--batch",
+        "16",
+        "--threads",
+        "1",
+    ]
+    assert train.main([*common, "--epochs", "1", "--max-steps", "2"]) == 0
+    assert (tmp_path / "last.pt").exists() and (tmp_path / "split.json").exists()
+    assert train.main([*common, "--epochs", "2", "--max-steps", "2", "--resume"]) == 0
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert 0 <= float(rows[-1]["fer_acc"]) <= 1 and float(rows[-1]["utk_age_mae"]) > 0
+    assert export.load_model(tmp_path / "final.pt").config == MTLNet().config
+
+
+def test_onnx_export_matches_torch_on_real_faces(small_data, tmp_path):
+    torch.manual_seed(0)
+    model = MTLNet()
+    for m in model.modules():  # non-trivial BN statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    path = export.export_onnx(model, tmp_path / "mtl.onnx")
+    x = preprocess(small_data.fer_val.images[:8].numpy())
+    diffs = export.check_export(model, path, x, tol=1e-4)
+    assert max(diffs.values()) < 1e-4
+    got = export.ort_session(path).run(None, {"input": x[:3]})  # dynamic batch
+    assert [g.shape[0] for g in got] == [3, 3, 3, 3]
+    ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert set(ops) <= ALLOWED_OPS, set(ops) - ALLOWED_OPS
+    assert onnx.load(str(path)).opset_import[0].version == export.OPSET
