@@ -23,6 +23,7 @@ from engines.nets.heads import (
     QUALITIES,
     HeadSpec,
     build_head,
+    embedding_dim,
     head_spec,
 )
 from engines.store.store import ModelStore
@@ -85,7 +86,7 @@ class MultiTaskNet:
     def output_tails(self) -> dict[str, tuple[int, ...]]:
         """Per-face shape of each output (what follows the batch axis), in output order."""
         tails = {name: tail for s in self.specs for name, tail in s.outputs}
-        return {**tails, EMBEDDING: (sum(s.feature_dim for s in self.specs),)}
+        return {**tails, EMBEDDING: (embedding_dim(self.specs),)}
 
     @property
     def models(self) -> list[tuple[str, str]]:

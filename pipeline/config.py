@@ -12,6 +12,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from engines.nets.heads import DEFAULT_QUALITY
+
 DETECTOR_MODELS: dict[str, str] = {
     "yunet": "yunet",
     "blazeface": "blazeface_short",
@@ -28,7 +30,7 @@ class AnalyzerConfig:
     detector: str = "yunet"
     detect_every: int = 3  # detection is the costliest stage; the tracker carries boxes in between
     heads: tuple[str, ...] = ("emotion", "gender", "age")
-    quality: str = "fast"
+    quality: str = DEFAULT_QUALITY
     backend: str = "auto"
     models_dir: str | None = None
     smoothing_s: float = 0.5

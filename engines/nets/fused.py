@@ -26,7 +26,8 @@ def is_external(head: nn.Module) -> bool:
 class FusedNet(nn.Module):
     """(N,S,S,3) uint8 BGR -> tuple of outputs in `output_names` order.
 
-    Torch heads only: (head outputs..., embedding). With external heads: for each head in order, either
+    Torch heads only: (head outputs..., embedding); a head may give several outputs (`output_names`), and
+    heads sharing a `trunk` (the project's multi-task net) run it once and give the embedding once. With external heads: for each head in order, either
     (`<name>`, `<name>.features`) or `<name>.input` (see the module docstring).
     """
 
@@ -38,7 +39,7 @@ class FusedNet(nn.Module):
         self.crop_size = crop_size
         self.has_external = any(is_external(h) for h in heads)
         if not self.has_external:
-            self.output_names: tuple[str, ...] = (*(h.name for h in heads), EMBEDDING)
+            self.output_names: tuple[str, ...] = (*(n for h in heads for n in h.output_names), EMBEDDING)
         else:
             self.output_names = tuple(
                 n
@@ -51,11 +52,23 @@ class FusedNet(nn.Module):
         # directly, which is what TensorRT accepts for a UINT8 network input.
         x = crops_bgr.to(torch.float32).permute(0, 3, 1, 2)
         gray = scaled_gray(x) if any(getattr(h, "uses_gray", False) for h in self.heads) else None
-        results = [head(x, gray) if getattr(head, "uses_gray", False) else head(x) for head in self.heads]
+        trunks: dict[int, dict[str, torch.Tensor]] = {}  # shared trunks run once per batch
+        results, features = [], []
+        for head in self.heads:
+            trunk = getattr(head, "trunk", None)
+            if trunk is None:
+                results.append(head(x, gray) if getattr(head, "uses_gray", False) else head(x))
+                features.append(None if self.has_external else results[-1][-1])
+                continue
+            first = id(trunk) not in trunks
+            if first:
+                trunks[id(trunk)] = trunk(x)
+            results.append(head.from_trunk(trunks[id(trunk)]))
+            features.append(results[-1][-1] if first else None)  # one embedding per shared trunk
         if self.has_external:
             return tuple(t for r in results for t in ((r,) if isinstance(r, torch.Tensor) else r))
-        outputs, features = zip(*results, strict=True)
-        return (*outputs, torch.cat(features, dim=1))
+        outputs = [t for r in results for t in r[:-1]]
+        return (*outputs, torch.cat([f for f in features if f is not None], dim=1))
 
     @torch.no_grad()
     def run_named(self, crops_bgr: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -30,19 +30,24 @@ if TYPE_CHECKING:
 EMBEDDING = "embedding"
 """Output concatenating every head's penultimate features (N, sum of feature dims)."""
 
-QUALITIES: tuple[str, ...] = ("fast", "accurate", "affectnet")
-"""Quality modes: "fast" (mini XCEPTION emotion), "accurate" (mini + big XCEPTION averaged over the crop
-and its mirror image), "affectnet" (HSEmotion EfficientNet-B0, downloaded; adds a `contempt` output)."""
+QUALITIES: tuple[str, ...] = ("mtl", "fast", "accurate", "affectnet")
+"""Quality modes: "mtl" (the project's own multi-task net: one trunk for emotion, gender and age, trained
+on FER+ and UTKFace, bundled; adds a `contempt` output), "fast" (mini XCEPTION emotion, IMDB gender
+XCEPTION, SSR-Net age), "accurate" (mini + big XCEPTION averaged over the crop and its mirror image),
+"affectnet" (HSEmotion EfficientNet-B0, downloaded; adds a `contempt` output)."""
 
-QUALITY_HELP = "fast: mini XCEPTION; accurate: mini+big XCEPTION, flip TTA; affectnet: HSEmotion (downloaded)"
+QUALITY_HELP = (
+    "mtl: the project's own multi-task net (default); fast: mini XCEPTION + SSR-Net; accurate: mini+big "
+    "XCEPTION, flip TTA; affectnet: HSEmotion (downloaded)"
+)
 """One line per quality for the command line's help."""
 
 DEFAULT_HEADS: tuple[str, ...] = ("emotion", "gender", "age")
 """The product's head set."""
 
-DEFAULT_QUALITY = "fast"
-"""Measured (docs/models.md): "accurate" gets 10 of the 12 labelled faces right against 9 for "fast",
-and makes the fused emotion+gender+age graph about 3.5x as costly; not the default for video."""
+DEFAULT_QUALITY = "mtl"
+"""The project's own multi-task net: the most accurate on FER+ and UTKFace at a fraction of the cost of
+the older nets' fused graph (docs/models.md has the tables)."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,18 @@ class HeadSpec:
     face_pad: float
     builder: str
     extra_outputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    shared_trunk: str = ""
+    """Heads with the same non-empty value run one trunk and give one embedding (the multi-task net)."""
 
     @property
     def outputs(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """(name, per-face shape) of every output of this head, main one first."""
         return ((self.name, self.output_tail), *self.extra_outputs)
+
+
+def embedding_dim(specs: tuple[HeadSpec, ...] | list[HeadSpec]) -> int:
+    """Length of the fused embedding: each head's features, a shared trunk's once."""
+    return sum({s.shared_trunk or f"head:{s.name}": s.feature_dim for s in specs}.values())
 
 
 _SPECS: dict[tuple[str, str], HeadSpec] = {}
@@ -147,5 +159,9 @@ register_head(HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3
 # 39-41 and moves most under a mirror or a 4 px shift (2.1 years); imdb and wiki are alike there
 # (1.3 years): imdb for its far larger training set (IMDB-WIKI: 460k IMDb faces, 62k Wikipedia).
 register_head(HeadSpec("age", "fast", ("ssrnet_age_imdb",), (), 358, 0.45, _SSRNET))
+_MTL = "engines.nets.mtl_head:build_head"
+register_head(HeadSpec("emotion", "mtl", ("emostream_mtl",), (7,), 128, 0.0, _MTL, (("contempt", ()),), "mtl"))
+register_head(HeadSpec("gender", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
+register_head(HeadSpec("age", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
 # gender_ssr: optional second opinion on gender (SSR-Net, IMDB); `gender` stays mini XCEPTION.
 register_head(HeadSpec("gender_ssr", "fast", ("ssrnet_gender_imdb",), (), 358, 0.45, _SSRNET))

@@ -84,5 +84,10 @@ class Head(nn.Module):
 
     name: str = ""
     feature_dim: int = 0
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of this head's outputs, main one first (features not included)."""
+        return (self.name,)
     fraction: float = 1.0
     uses_gray: bool = False

@@ -12,6 +12,10 @@ from engines.errors import ModelStoreError
 FER2013_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 emotion names in the models' output order."""
 
+MTL_SHA256 = "c84f258160ecf80f309e9d398d9ab6f99bfe9163e77b698160e8344c189500b8"
+"""sha256 of the bundled multi-task weights (engines/weights/emostream_mtl_v1.pt, made by
+tools/release_mtl.py from a training run's final.pt)."""
+
 _RAW = "https://raw.githubusercontent.com"
 _FC = f"{_RAW}/oarriaga/face_classification/b861d21b0e76ca5514cdeb5b56a689b7318584f4/trained_models"
 _SSR = f"{_RAW}/shamangary/SSR-Net/f98b6cbe1c9c8c78649e5a331f94113564521525/pre-trained"
@@ -32,6 +36,8 @@ class ModelSpec:
     classes: tuple[str, ...] = ()
     size_bytes: int | None = None
     in_mirror: bool = True
+    bundled: bool = False
+    """Shipped inside the package (engines/weights/): the project's own trained weights, no download."""
 
 
 # One model per entry, its fields grouped by meaning on each line.
@@ -93,6 +99,15 @@ MODELS: dict[str, ModelSpec] = {
                  "2d15bfa72869526d1e2b80385157e34a55fb5a4b184bbac5ea56d623141d7e8c"),
             ]
         ],
+        ModelSpec(
+            "emostream_mtl", "emostream_mtl_v1.pt",
+            MTL_SHA256,
+            "", "MIT (code); weights trained on FER+ (labels MIT, images research use) and UTKFace "
+            "(non-commercial research only)", "multitask",
+            "aligned BGR crop; 0.8 x face square, gray 48x48; emotion (FER+ 8), P(man), age bins 0-100, "
+            "128-D embedding", ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+            "contempt"), in_mirror=False, bundled=True,
+        ),
         ModelSpec(
             "hsemotion_enet_b0_8", "enet_b0_8_best_afew.onnx",
             "5c4661a630d6fb3686ad576b2d561d694ced51251d81a6330303bb779ca24f42",

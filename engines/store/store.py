@@ -19,6 +19,8 @@ from engines.store.download import download_verified, offline_hint
 from engines.store.registry import MODELS, ModelSpec, get_spec
 
 _CHUNK = 1 << 20
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
+"""Where the package keeps the weights it ships (the project's own trained nets)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -41,7 +43,7 @@ class VerifyRow:
     name: str
     filename: str
     status: Literal["ok", "missing", "corrupt"]
-    location: Literal["mirror", "cache"] | None
+    location: Literal["bundled", "mirror", "cache"] | None
     path: Path | None
 
 
@@ -69,6 +71,8 @@ class ModelStore:
         """A verified local path for model `name` (mirror, then cache, then download)."""
         spec = get_spec(name)
         location, found = self._locate(spec)
+        if spec.bundled:
+            return self._bundled(spec, found)
         if location == "mirror":
             return self._checked(found, spec, "the mirror is read-only: replace it with the pinned file")
         if found is not None and (not self.download or self._is_good(found, spec)):
@@ -117,8 +121,22 @@ class ModelStore:
     def _cache_models(self) -> Path:
         return self.cache_dir / "models"
 
-    def _locate(self, spec: ModelSpec) -> tuple[Literal["mirror", "cache"] | None, Path | None]:
+    def _bundled(self, spec: ModelSpec, found: Path | None) -> Path:
+        """The package's own copy of a bundled model, verified; missing or damaged means reinstalling."""
+        if found is None:
+            raise ModelStoreError(
+                f"model {spec.name}: {BUNDLED_DIR / spec.filename} is missing from this installation; "
+                "reinstall emostream"
+            )
+        return self._checked(found, spec, "reinstall emostream (its bundled weights are damaged)")
+
+    def _locate(
+        self, spec: ModelSpec
+    ) -> tuple[Literal["bundled", "mirror", "cache"] | None, Path | None]:
         """Where `spec`'s file is now, in lookup order (a mirror file shadows a cached one)."""
+        if spec.bundled:
+            path = BUNDLED_DIR / spec.filename
+            return ("bundled", path) if path.is_file() else (None, None)
         if self.mirror_dir is not None and (self.mirror_dir / spec.filename).is_file():
             return "mirror", self.mirror_dir / spec.filename
         cached = self._cache_models / spec.filename

@@ -58,7 +58,7 @@ def utk_dir(root: str | Path) -> Path:
     return root / "utkface" if (root / "utkface").is_dir() else root
 
 
-def _list(folder: Path) -> tuple[list[str], list[tuple[int, int, int]], list[str]]:
+def list_faces(folder: Path) -> tuple[list[str], list[tuple[int, int, int]], list[str]]:
     """(well-formed names sorted, their labels, malformed .jpg names) of the folder."""
     good, labels, bad = [], [], []
     for name in sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(".jpg")):
@@ -91,7 +91,7 @@ def read_utkface(root: str | Path, limit: int | None = None, cache: bool = True)
     folder = utk_dir(root)
     if not folder.is_dir():
         raise EmostreamError(f"UTKFace folder not found: {folder}")
-    names, labels, bad = _list(folder)
+    names, labels, bad = list_faces(folder)
     if not names:
         raise EmostreamError(f"UTKFace folder has no AGE_GENDER_RACE_DATE.jpg.chip.jpg files: {folder}")
     if limit is not None:

@@ -18,6 +18,7 @@ from pipeline.cli.live import add_live_parser
 from pipeline.cli.models import add_models_parser
 from pipeline.cli.run import add_run_parser
 from pipeline.cli.score import add_score_parsers
+from pipeline.cli.train import add_train_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_parser(sub)
     add_gpu_parsers(sub)
     add_score_parsers(sub)
+    add_train_parsers(sub)
     add_models_parser(sub)
     return parser
 

@@ -195,3 +195,28 @@ def test_a_mirror_folder_that_does_not_exist_is_an_error_not_a_download(tmp_path
     origin = "--models-dir" if via == "argument" else "EMOSTREAM_MODELS_DIR"
     with pytest.raises(ModelStoreError, match=f"{missing} \\({origin}\\): no such folder"):
         ModelStore(missing if via == "argument" else None, tmp_path / "cache")
+
+
+def test_the_bundled_weights_are_found_and_verified_without_mirror_or_cache(empty_mirror, cache):
+    store = ModelStore(mirror_dir=empty_mirror, cache_dir=cache, download=False)
+    path = store.path("emostream_mtl")
+    assert path.parent.name == "weights" and sha256_file(path) == get_spec("emostream_mtl").sha256
+    assert [r.status for r in store.verify(["emostream_mtl"])] == ["ok"]
+    assert not cache.exists()  # nothing downloaded or copied
+
+
+@pytest.mark.parametrize("damage", ["flip", "missing"])
+def test_damaged_bundled_weights_are_a_one_line_error(damage, tmp_path, monkeypatch, empty_mirror, cache):
+    from engines.store import store as store_module
+
+    spec = get_spec("emostream_mtl")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    if damage == "flip":
+        data = bytearray((store_module.BUNDLED_DIR / spec.filename).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (weights / spec.filename).write_bytes(bytes(data))
+    monkeypatch.setattr(store_module, "BUNDLED_DIR", weights)
+    with pytest.raises(ModelStoreError, match="reinstall emostream") as err:
+        ModelStore(mirror_dir=empty_mirror, cache_dir=cache).path("emostream_mtl")
+    assert "\n" not in str(err.value)

@@ -1,0 +1,77 @@
+"""The project's multi-task net inside the fused graph: one trunk for three heads, ONNX equal to torch,
+the window it reads, and what it says about the labelled photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.multitask import MultiTaskNet, NetConfig
+from engines.nets import mtl
+from engines.nets.heads import embedding_dim, head_spec
+from engines.nets.mtl_head import window_box
+from engines.store.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def net() -> MultiTaskNet:
+    return MultiTaskNet(NetConfig(quality="mtl"), ModelStore(), "onnxruntime", intra_op_threads=1)
+
+
+def test_the_default_quality_is_the_multitask_net():
+    assert NetConfig().quality == "mtl"
+    assert {head_spec(h).models for h in ("emotion", "gender", "age")} == {("emostream_mtl",)}
+
+
+def test_three_heads_share_one_trunk_and_one_embedding(net):
+    module = net.torch_module()
+    trunks = {id(h.trunk) for h in module.heads}
+    assert len(trunks) == 1
+    assert net.output_tails == {"emotion": (7,), "contempt": (), "gender": (), "age": (), "embedding": (128,)}
+    assert embedding_dim([head_spec(h, "mtl") for h in ("emotion", "gender", "age")]) == 128
+    assert embedding_dim([head_spec(h, "fast") for h in ("emotion", "gender")]) == 256
+
+
+def test_the_trunk_runs_once_per_batch(net):
+    module, calls = net.torch_module(), []
+    trunk = module.heads[0].trunk
+    handle = trunk.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        module(torch.zeros((2, 128, 128, 3), dtype=torch.uint8))
+    finally:
+        handle.remove()
+    assert calls == [1]
+
+
+def test_onnx_equals_torch_on_real_faces(net, labelled):
+    crops = labelled[0]
+    onnx_out = net.infer(crops)
+    torch_out = net.torch_module().run_named(torch.from_numpy(crops))
+    for name, value in onnx_out.items():
+        np.testing.assert_allclose(value, torch_out[name].numpy(), atol=1e-4, err_msg=name)
+
+
+def test_outputs_are_probabilities_ages_and_a_bounded_p_man(net, labelled):
+    out = net.infer(labelled[0])
+    total = out["emotion"].sum(1) + out["contempt"]
+    np.testing.assert_allclose(total, np.ones_like(total), atol=1e-5)  # 7 + contempt = the 8-way softmax
+    assert ((out["gender"] >= 0) & (out["gender"] <= 1)).all()
+    assert ((out["age"] >= 0) & (out["age"] <= mtl.AGE_MAX)).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "box"), [(128, 2.0, (45, 96, 38, 90)), (64, 2.0, (22, 48, 19, 45))]
+)
+def test_the_window_is_below_the_face_square_centre(size, scale, box):
+    assert window_box(size, scale) == box
+
+
+def test_the_net_reads_the_labelled_photos_as_posed(net, labelled):
+    """The posed expressions of the labelled photos: at least 10 of the 12 faces (fast quality gets 9)."""
+    from pipeline.frames import EMOTIONS
+
+    crops, labels = labelled
+    predicted = [EMOTIONS[i] for i in net.infer(crops)["emotion"].argmax(1)]
+    pairs = list(zip(predicted, labels, strict=True))
+    assert sum(p == t for p, t in pairs) >= 10, pairs
