@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.api import analyze  # noqa: E402
-from pipeline.stages.render import EMOTION_COLORS_BGR, Renderer, face_label  # noqa: E402
+from pipeline.api import analyze
+from pipeline.stages.render import EMOTION_COLORS_BGR, Renderer, face_label
 
 CROWD, GROUP = "facenet_crowd_walking_1080p.mp4", "pyfeat_multi_face_5.jpg"
 CROWD_AT_S = 2.0
@@ -79,7 +79,9 @@ def column(pictures: list[np.ndarray]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--media", type=Path, default=Path(os.environ.get("EMOSTREAM_SHARED_DIR", "../shared")) / "media")
+    ap.add_argument(
+        "--media", type=Path, default=Path(os.environ.get("EMOSTREAM_SHARED_DIR", "../shared")) / "media"
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
     args = ap.parse_args()
     crowd, crowd_faces = frame_with_faces(args.media / CROWD, CROWD_AT_S)

@@ -137,14 +137,17 @@ class AudioTrack:
         return float(item.pts * item.time_base) - self.start_s
 
     def _retimed(self, item):
-        shift = round(self.start_s / item.time_base)
+        """Output time: packets shifted in their own time base; frames counted in samples (1/rate), the
+        one time base the encoder's resampler takes from every frame."""
         if self.mode == "copy":
+            shift = round(self.start_s / item.time_base)
             item.pts -= shift
             if item.dts is not None:
                 item.dts -= shift
             item.stream = self._out
         else:
-            item.pts -= shift
+            pts = round(self._time_of(item) * item.sample_rate)
+            item.pts, item.time_base = pts, Fraction(1, item.sample_rate)
         return item
 
 
@@ -154,18 +157,12 @@ def _start_of(stream) -> float:
 
 
 def _silence(like, start_s: float, seconds: float):
-    """A silent frame in the format of decoded frame `like` (the encoder takes one format throughout),
-    at input time `start_s`, `seconds` long."""
-    import numpy as np
-
-    rate, name, channels = like.sample_rate, like.format.name, len(like.layout.channels)
-    dtype = _SAMPLE_DTYPES[name.rstrip("p")]
-    planes, width = (channels, 1) if like.format.is_planar else (1, channels)
-    quiet = 128 if dtype == np.uint8 else 0  # unsigned 8-bit audio is silent at mid-scale
-    data = np.full((planes, round(seconds * rate) * width), quiet, dtype)
-    frame = av.AudioFrame.from_ndarray(data, format=name, layout=like.layout.name)
+    """A silent frame in the format and layout of decoded frame `like` (the encoder takes one format
+    throughout), at input time `start_s`, `seconds` long."""
+    rate = like.sample_rate
+    frame = av.AudioFrame(format=like.format.name, layout=like.layout, samples=max(1, round(seconds * rate)))
+    quiet = b"\x80" if like.format.name.startswith("u8") else b"\x00"  # unsigned 8-bit: silent at mid-scale
+    for plane in frame.planes:
+        plane.update(quiet * plane.buffer_size)
     frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), round(start_s * rate)
     return frame
-
-
-_SAMPLE_DTYPES = {"u8": "uint8", "s16": "int16", "s32": "int32", "s64": "int64", "flt": "float32", "dbl": "float64"}

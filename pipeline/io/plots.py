@@ -51,7 +51,9 @@ def plot_timeline(jsonl: Path, png: Path, title: str = "") -> dict | None:
     tids, left_out = sorted(long_enough), len(series) - len(long_enough)
     plt = _pyplot()
     panel_in = 1.4 if len(tids) <= 8 else max(0.5, 11.2 / len(tids))  # many tracks: thinner panels
-    fig, axes = plt.subplots(len(tids), 1, figsize=(10, 1.6 + panel_in * len(tids)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(tids), 1, figsize=(10, 1.6 + panel_in * len(tids)), sharex=True, squeeze=False
+    )
     for ax, tid in zip(axes[:, 0], tids, strict=True):
         t, p = series[tid]
         ax.stackplot(t, p.T, colors=[_rgb(e) for e in EMOTIONS], labels=EMOTIONS, linewidth=0)

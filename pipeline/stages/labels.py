@@ -68,7 +68,10 @@ def _candidates(box, wh, frame_wh):
     cx = (x1 + x2) // 2
     for row in range(1, FAR_ROWS + 1):
         for dx in (0, -w // 2, w // 2 - (x2 - x1), -w, x2 - x1):
-            spots += [((x1 + dx, above - row * (h + GAP)), False), ((x1 + dx, below + row * (h + GAP)), False)]
+            spots += [
+                ((x1 + dx, above - row * (h + GAP)), False),
+                ((x1 + dx, below + row * (h + GAP)), False),
+            ]
     mid = (y1 + y2) // 2 - h // 2
     spots += [((x2 + GAP, mid), False), ((x1 - GAP - w, mid), False), ((cx - w // 2, above), False)]
     for (x, y), inside in spots:

@@ -100,7 +100,9 @@ def _label(batch: FaceBatch, i: int, font_scale: float, text_thick: int, thick: 
     return _Label(text, name, p, size, max(4, 2 * thick + 2) if name else 0)
 
 
-def _draw_label(img: np.ndarray, lab: _Label, xy: tuple[int, int], font_scale: float, text_thick: int) -> None:
+def _draw_label(
+    img: np.ndarray, lab: _Label, xy: tuple[int, int], font_scale: float, text_thick: int
+) -> None:
     x, y = xy
     cv2.rectangle(img, (x, y), (x + lab.wh[0], y + lab.wh[1]), (0, 0, 0), -1)
     org = (x + 3, y + lab.th + 3)
