@@ -7,6 +7,7 @@ modules, so building the parser loads no engine. Nothing here prints.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from engines.backends import BACKEND_CHOICES
 from engines.errors import EmostreamError
@@ -75,4 +76,24 @@ def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
         backend=args.backend,
         models_dir=args.models_dir,
         extra_head=getattr(args, "head", None),
+    )
+
+
+def offline_job(args: argparse.Namespace, input_path: str, out: Path):
+    """The OfflineJob that `run`'s options describe, for one input into `out`."""
+    from pipeline.runtime.offline import OfflineJob
+
+    if args.start is not None and args.start < 0:
+        raise UsageError(f"--start must be >= 0 seconds, got {args.start}")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UsageError(f"--end ({args.end}) must be after --start ({args.start})")
+    return OfflineJob(
+        input=input_path,
+        out_dir=out,
+        analyzer=analyzer_config(args),
+        write_video=not args.no_video,
+        overwrite=args.overwrite,
+        audio=not args.no_audio,
+        start_s=args.start,
+        end_s=args.end,
     )

@@ -20,9 +20,19 @@ from pipeline.cli.run import add_run_parser
 from pipeline.cli.score import add_score_parsers
 from pipeline.cli.train import add_train_parsers
 
+DESCRIPTION = "Faces, their emotions, gender and age in videos, photos, cameras and streams."
+EPILOG = (
+    "exit codes: 0 done; 2 unusable input or bad usage; 3 input only partly readable (or, with many "
+    "inputs, some failed); 130 interrupted (outputs written so far are complete). "
+    "Models download on first use, or come from --models-dir."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emostream", description=__doc__.splitlines()[0])
+    import pipeline
+
+    parser = argparse.ArgumentParser(prog="emostream", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"emostream {pipeline.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     add_live_parser(sub)

@@ -21,7 +21,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     store = ModelStore(mirror_dir=args.models_dir)
     names = args.names or None
     if args.action == "list":
-        for row in store.list_rows():
+        header = {"name": "NAME", "task": "TASK", "where": "WHERE", "licence": "LICENCE", "filename": "FILE"}
+        for row in [header, *store.list_rows()]:
             print(
                 f"{row['name']:<22} {row['task']:<9} {row['where']:<7} {row['licence']:<11} {row['filename']}"
             )

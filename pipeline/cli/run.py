@@ -1,4 +1,5 @@
-"""`emostream run`: one video or image into annotated outputs (see pipeline/cli/main.py for exit codes)."""
+"""`emostream run`: one video or image, or many (a folder, a glob, a list file), into annotated outputs
+(see pipeline/cli/main.py for exit codes)."""
 
 from __future__ import annotations
 
@@ -6,40 +7,61 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_PARTIAL, add_analyzer_args, analyzer_config
+from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_PARTIAL, add_analyzer_args, offline_job
 
 
 def add_run_parser(sub) -> None:
-    run = sub.add_parser("run", help="process a video file or image into annotated outputs")
-    run.add_argument("input", help="video file (anything FFmpeg reads) or still image")
+    run = sub.add_parser(
+        "run",
+        help="process videos or images into annotated outputs",
+        description="Process a video or image, or many of them, into per-face and per-track results and "
+        "an annotated copy. Many inputs (a folder, a glob pattern, a .txt list with one path per line, or "
+        "several paths) get one output folder each under --out, plus --out/index.csv.",
+    )
+    run.add_argument(
+        "input",
+        nargs="+",
+        help="video (anything FFmpeg reads) or image; or a folder, glob pattern or .txt list of them",
+    )
     run.add_argument("--out", required=True, type=Path, help="output folder")
-    run.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
-    run.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
+    run.add_argument("--no-video", action="store_true", help="skip the annotated video or picture")
+    run.add_argument("--no-audio", action="store_true", help="leave the input's sound out of annotated.mp4")
+    run.add_argument("--start", type=float, metavar="S", help="process from S seconds into the input")
+    run.add_argument("--end", type=float, metavar="S", help="stop at S seconds into the input")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs of an earlier run in --out (many inputs: redo finished ones too)",
+    )
     run.add_argument("--head", metavar="FILE", help="few-shot head from train-head: an extra per-face output")
     add_analyzer_args(run)
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.runtime.batch import is_batch
+
+    if is_batch(args.input):
+        from pipeline.cli.batch import cmd_batch
+
+        return cmd_batch(args)
+    return run_one(args, args.input[0])
+
+
+def run_one(args: argparse.Namespace, input_path: str) -> int:
     from tqdm import tqdm
 
-    from pipeline.runtime.offline import OfflineJob, run_job
+    from pipeline.runtime.offline import run_job
 
-    job = OfflineJob(
-        input=args.input,
-        out_dir=args.out,
-        analyzer=analyzer_config(args),
-        write_video=not args.no_video,
-        overwrite=args.overwrite,
-    )
-    with tqdm(unit="frame", disable=not sys.stderr.isatty(), desc=Path(args.input).name) as bar:
-        summary = run_job(job, on_frame=lambda frame, batch: bar.update(1))
+    job = offline_job(args, input_path, args.out)
+    with tqdm(unit="frame", disable=not sys.stderr.isatty(), desc=Path(input_path).name) as bar:
+        summary = run_job(job, on_frame=lambda f, b: bar.update(1), on_start=lambda n: bar.reset(total=n))
     t = summary["timings"]
     print(
         f"{summary['frames_processed']} frames, {summary['faces']} faces, {summary['tracks']} tracks "
         f"in {t['wall_s']:.1f} s ({t['end_to_end_fps']:.1f} fps) -> {args.out}"
     )
-    return _exit_code(summary, args.input)
+    return _exit_code(summary, input_path)
 
 
 def _exit_code(summary: dict, input_name: str) -> int:

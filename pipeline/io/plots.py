@@ -1,4 +1,5 @@
-"""Pictures people would rather look at than read: each track's emotion probabilities over time."""
+"""Pictures people would rather look at than read: each track's emotion probabilities over time
+(timeline.png, videos) and each face's emotion probabilities as bars (emotions.png, photos)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from engines.files import atomic_path
 from pipeline.frames import EMOTIONS
 from pipeline.stages.render import EMOTION_COLORS_BGR
 
-MAX_TRACKS = 8
+MIN_TRACK_FRAMES = 10  # a track seen in fewer frames is left out of the timeline (and counted as such)
 MAX_POINTS = 2000  # per track; longer tracks are thinned so memory and drawing stay bounded
 
 
@@ -39,31 +40,81 @@ def read_track_series(jsonl: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def plot_timeline(jsonl: Path, png: Path, title: str = "") -> bool:
-    """timeline.png: stacked emotion probabilities over time, one panel per (longest) track."""
+def plot_timeline(jsonl: Path, png: Path, title: str = "") -> dict | None:
+    """timeline.png: stacked emotion probabilities over time, one panel per track seen in at least
+    MIN_TRACK_FRAMES frames (all tracks when none is that long); the figure says how many short ones it
+    left out. Returns {"tracks_shown", "short_tracks_left_out"}, or None when there is no track."""
     series = read_track_series(jsonl)
     if not series:
-        return False
+        return None
+    long_enough = [t for t in series if len(series[t][0]) >= MIN_TRACK_FRAMES] or list(series)
+    tids, left_out = sorted(long_enough), len(series) - len(long_enough)
+    plt = _pyplot()
+    panel_in = 1.4 if len(tids) <= 8 else max(0.5, 11.2 / len(tids))  # many tracks: thinner panels
+    fig, axes = plt.subplots(
+        len(tids), 1, figsize=(10, 1.6 + panel_in * len(tids)), sharex=True, squeeze=False
+    )
+    for ax, tid in zip(axes[:, 0], tids, strict=True):
+        t, p = series[tid]
+        ax.stackplot(t, p.T, colors=[_rgb(e) for e in EMOTIONS], labels=EMOTIONS, linewidth=0)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {tid}", rotation=0, ha="right", va="center")
+        ax.set_yticks([0, 0.5, 1] if panel_in >= 1 else [])
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("time (s)")
+    note = f"; {left_out} tracks shorter than {MIN_TRACK_FRAMES} frames not shown" if left_out else ""
+    fig.suptitle(f"{title or 'Emotion probabilities per track'} ({len(tids)} tracks{note})")
+    _save(fig, png)
+    return {"tracks_shown": len(tids), "short_tracks_left_out": left_out}
+
+
+def plot_face_bars(jsonl: Path, png: Path, title: str = "") -> int:
+    """emotions.png for a photo: one small bar chart of emotion probabilities per face (left to right as
+    in the picture). Returns the number of faces drawn; nothing is written when there is none."""
+    faces = []
+    with open(jsonl, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(r, dict) and isinstance(r.get("emotion"), dict) and r.get("xyxy"):
+                faces.append(r)
+    if not faces:
+        return 0
+    faces.sort(key=lambda r: r["xyxy"][0])
+    plt = _pyplot()
+    cols = min(len(faces), 4)
+    rows = -(-len(faces) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows + 0.6), squeeze=False, sharey=True)
+    for ax in axes.flat[len(faces) :]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.flat, faces, strict=False):
+        p = [r["emotion"][e] if r["emotion"][e] is not None else np.nan for e in EMOTIONS]
+        ax.bar(range(len(EMOTIONS)), p, color=[_rgb(e) for e in EMOTIONS])
+        ax.set_xticks(range(len(EMOTIONS)), [e[:3] for e in EMOTIONS], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"face #{r['track_id']}: {r.get('top_emotion', '?')}", fontsize=9)
+    fig.suptitle(title or "Emotion probabilities per face")
+    _save(fig, png)
+    return len(faces)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tids = sorted(series, key=lambda t: -len(series[t][0]))[:MAX_TRACKS]
-    fig, axes = plt.subplots(len(tids), 1, figsize=(10, 1.6 + 1.4 * len(tids)), sharex=True, squeeze=False)
-    for ax, tid in zip(axes[:, 0], sorted(tids), strict=True):
-        t, p = series[tid]
-        ax.stackplot(t, p.T, colors=[_rgb(e) for e in EMOTIONS], labels=EMOTIONS, linewidth=0)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(f"track {tid}", rotation=0, ha="right", va="center")
-        ax.set_yticks([0, 0.5, 1])
-    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title or "Emotion probabilities per track")
+    return plt
+
+
+def _save(fig, png: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         with atomic_path(png, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-    return True

@@ -22,7 +22,12 @@ from engines.labels import gender_of, top_of
 from pipeline.errors import OutputError
 from pipeline.frames import EMOTIONS, FaceBatch
 
-OUTPUT_NAMES = ("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png", "latency.csv")
+OUTPUT_NAMES = (
+    *("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png", "latency.csv"),
+    *("annotated.jpg", "annotated.png", "emotions.png", "finished.json"),
+)
+"""Every file a run may write (photos get annotated.jpg/png and emotions.png; finished.json is the
+batch's marker that an input's outputs are complete)."""
 
 
 def prepare_out_dir(
@@ -200,7 +205,10 @@ class VideoSink:
 
     TIME_BASE = Fraction(1, 90000)
 
-    def __init__(self, path: Path, wh: tuple[int, int], fps: float, preset: str = "ultrafast") -> None:
+    def __init__(
+        self, path: Path, wh: tuple[int, int], fps: float, preset: str = "ultrafast", audio=None
+    ) -> None:
+        """`audio`: an `pipeline.io.audio.AudioTrack` muxed beside the video, in step with it (or None)."""
         import av
 
         self.path = Path(path)
@@ -220,7 +228,12 @@ class VideoSink:
             "g": str(max(1, round(2 * float(rate)))),
             "threads": "2",
         }
+        self._period_s = 1 / float(rate)
+        self.audio = audio
+        if audio is not None:
+            audio.add_to(self._container)
         self._last_pts = -1
+        self._first_s: float | None = None  # the first frame's time: time 0 of the file
         self.frames = 0
 
     def write(self, image_bgr: np.ndarray, time_s: float) -> None:
@@ -228,15 +241,21 @@ class VideoSink:
 
         img = _pad_even(image_bgr, self.wh)
         frame = av.VideoFrame.from_ndarray(img, format="bgr24")
-        pts = max(round(time_s / self.TIME_BASE), self._last_pts + 1)  # strictly increasing
+        self._first_s = time_s if self._first_s is None else self._first_s
+        pts = max(round((time_s - self._first_s) / self.TIME_BASE), self._last_pts + 1)  # increasing
         frame.pts, frame.time_base, self._last_pts = pts, self.TIME_BASE, pts
         self._container.mux(self._stream.encode(frame))
+        if self.audio is not None:  # sound up to this frame's time: the file ends with both streams
+            self.audio.mux_until(self._container, float(pts * self.TIME_BASE))
         self.frames += 1
 
     def close(self) -> None:
         if self._container is None:
             return
         try:
+            if self.audio is not None:  # the last frame lasts one period: so does the sound after it
+                end_s = float(max(self._last_pts, 0) * self.TIME_BASE) + self._period_s
+                self.audio.close(self._container, end_s if self.frames else 0.0)
             self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()

@@ -25,10 +25,16 @@ def machine_facts() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
 
 
-def write_track_tables(out: Path, tracks: list, title: str) -> bool:
-    """tracks.csv from the aggregator's track summaries and timeline.png from faces.jsonl; True when the
-    timeline was drawn (False: no track to draw)."""
-    from pipeline.io.plots import plot_timeline
+def write_track_tables(out: Path, tracks: list, title: str, still: bool = False) -> dict:
+    """tracks.csv from the aggregator's track summaries, then the picture of faces.jsonl: timeline.png
+    for a video, emotions.png (one bar chart per face) for a photo. Returns the summary's `plot` entry:
+    {"file": name or None, ...what the picture shows}."""
+    from pipeline.io.plots import plot_face_bars, plot_timeline
 
     write_tracks_csv(out / "tracks.csv", tracks)
-    return plot_timeline(out / "faces.jsonl", out / "timeline.png", title=Path(title).name)
+    name = Path(title).name
+    if still:
+        faces = plot_face_bars(out / "faces.jsonl", out / "emotions.png", title=name)
+        return {"file": "emotions.png" if faces else None, "kind": "per-face emotion bars", "faces": faces}
+    shown = plot_timeline(out / "faces.jsonl", out / "timeline.png", title=name)
+    return {"file": "timeline.png" if shown else None, "kind": "emotion timeline per track", **(shown or {})}

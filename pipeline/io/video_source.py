@@ -43,6 +43,7 @@ class VideoSource(Source):
             self._container.close()
             raise
         self._t0 = self._first.pts
+        self.origin_s = float(self._first.time or 0.0)  # input time of frame 0 (time_s 0): audio syncs to it
         self._last_time_s = -1.0 / self.info.fps
 
     def _first_frame(self, shown_as: str) -> av.VideoFrame:

@@ -111,4 +111,9 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
 def _write_tables(out: Path, tracks: list, title: str, run) -> dict:
     plotted = write_track_tables(out, tracks, title)
     written = run.outputs.counts if run.outputs is not None else {}
-    return {**written, "tracks.csv": len(tracks), "latency.csv": run.shown, "timeline.png": plotted}
+    return {
+        **written,
+        "tracks.csv": len(tracks),
+        "latency.csv": run.shown,
+        "timeline.png": bool(plotted["file"]),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
 from pipeline.io.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json
+from pipeline.io.stills import still_output_name, write_still
 from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
 from pipeline.runtime.runner import RunStats, run_offline
 from pipeline.runtime.timing import StageTimer
@@ -25,21 +27,26 @@ class OfflineJob:
     input: str
     out_dir: Path
     analyzer: AnalyzerConfig = dataclasses.field(default_factory=AnalyzerConfig)
-    write_video: bool = True
+    write_video: bool = True  # annotated.mp4, or annotated.jpg/png for a photo
     overwrite: bool = False
     batch_frames: int = 4
+    audio: bool = True  # the input's sound in annotated.mp4
+    start_s: float | None = None  # process only frames with start_s <= time_s < end_s (input times)
+    end_s: float | None = None
 
 
 class _Outputs:
     """The writers of one run; `emit` runs on the main thread, `encode` on the encoder thread."""
 
-    def __init__(self, job: OfflineJob, fps: float, timer: StageTimer) -> None:
+    def __init__(self, job: OfflineJob, source, timer: StageTimer) -> None:
         from pipeline.stages.render import Renderer
 
-        self.out, self.fps, self.timer = job.out_dir, fps, timer
+        self.job, self.out, self.source, self.timer = job, job.out_dir, source, timer
         self.jsonl = JsonlSink(job.out_dir / "faces.jsonl")
         self.renderer = Renderer() if job.write_video else None
         self.video: VideoSink | None = None
+        self.still: str | None = None  # the annotated picture's file name, once written
+        self.audio: dict | None = None  # what became of the input's sound
 
     def emit(self, frame: Frame, batch: FaceBatch) -> None:
         with self.timer("write"):
@@ -50,9 +57,30 @@ class _Outputs:
         with self.timer("render"):
             img = self.renderer.annotate(frame.image_bgr, batch)
         with self.timer("encode"):
+            if self.source.info.is_still:  # a photo gives a picture at full resolution, not a video
+                self.still = still_output_name(self.job.input)
+                write_still(self.out / self.still, img)
+                return
             if self.video is None:
-                self.video = VideoSink(self.out / "annotated.mp4", frame.size_wh, self.fps)
+                path, fps = self.out / "annotated.mp4", self.source.info.fps
+                self.video = VideoSink(path, frame.size_wh, fps, audio=self._audio_track(frame.time_s))
             self.video.write(img, frame.time_s)
+
+    def _audio_track(self, first_time_s: float):
+        """The input's sound from the first frame's time on, or None (no sound, --no-audio, or it fails)."""
+        from pipeline.io.audio import AudioTrack, probe_audio
+
+        codec = probe_audio(self.job.input) if self.job.audio else None
+        self.audio = {"codec": codec, "mode": "off" if not self.job.audio else None}
+        if codec is None:
+            return None
+        try:
+            track = AudioTrack(self.job.input, getattr(self.source, "origin_s", 0.0) + first_time_s)
+        except Exception as e:  # sound is a bonus: an audio stream PyAV cannot open leaves a silent video
+            self.audio["error"] = str(e)
+            return None
+        self.audio["mode"] = track.mode
+        return track
 
     def close(self) -> None:
         try:
@@ -60,30 +88,97 @@ class _Outputs:
         finally:
             if self.video is not None:
                 self.video.close()
+                if self.video.audio is not None and self.video.audio.error:
+                    self.audio["error"] = self.video.audio.error
+
+    def written(self) -> dict:
+        """The annotated output's name -> frames written (none with --no-video)."""
+        if self.still:
+            return {self.still: 1}
+        return {"annotated.mp4": self.video.frames} if self.video else {}
 
 
-def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None = None) -> dict:
-    """Process `job.input` into `job.out_dir`; returns the summary (also written as summary.json)."""
+def trimmed(frames, start_s: float | None, end_s: float | None):
+    """The frames with start_s <= time_s < end_s (either bound may be None); stops reading at end_s."""
+    for frame in frames:
+        if end_s is not None and frame.time_s >= end_s:
+            return
+        if start_s is None or frame.time_s >= start_s:
+            yield frame
+
+
+def expected_frames(info, start_s: float | None = None, end_s: float | None = None) -> int | None:
+    """How many frames the run will process, for a progress bar's total (None when unknown)."""
+    if info.is_still:
+        return 1
+    if start_s is None and end_s is None and info.frame_count:
+        return info.frame_count
+    duration = info.duration_s or (info.frame_count / info.fps if info.frame_count and info.fps else None)
+    if duration is None or not info.fps:
+        return None
+    span = min(end_s if end_s is not None else duration, duration) - (start_s or 0.0)
+    return max(0, round(span * info.fps))
+
+
+def run_job(
+    job: OfflineJob,
+    on_frame: Callable[[Frame, FaceBatch], None] | None = None,
+    on_start: Callable[[int | None], None] | None = None,
+) -> dict:
+    """Process `job.input` into `job.out_dir`; returns the summary (also written as summary.json).
+
+    The input is opened before the output folder is made, and a folder this run made is removed again
+    when the run fails before writing anything into it. `on_start(expected frames or None)` is called
+    once the models are loaded, just before the first frame.
+    """
     from pipeline.io.capture import open_source
 
-    out = prepare_out_dir(job.out_dir, job.overwrite)
+    _check_trim(job)
+    source = open_source(job.input)  # a bad input fails here, before any folder is made
+    try:
+        made = not job.out_dir.exists()
+        out = prepare_out_dir(job.out_dir, job.overwrite)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        return _run(job, source, out, on_frame, on_start)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: whatever was written stays
+        raise
+
+
+def _check_trim(job: OfflineJob) -> None:
+    from pipeline.errors import InputError
+
+    if job.start_s is not None and job.start_s < 0:
+        raise InputError(f"--start must be >= 0 seconds, got {job.start_s}")
+    if job.start_s is not None and job.end_s is not None and job.end_s <= job.start_s:
+        raise InputError(f"--end ({job.end_s}) must be after --start ({job.start_s})")
+
+
+def _run(job: OfflineJob, source, out: Path, on_frame, on_start) -> dict:
     timer = StageTimer()
-    source = open_source(job.input)
     set_cv_threads(source.info)
     analyzer = outputs = None
     try:
         t0 = time.perf_counter()
         analyzer = FaceAnalyzer(job.analyzer, timer=timer)
         setup_s = time.perf_counter() - t0
-        outputs = _Outputs(dataclasses.replace(job, out_dir=out), source.info.fps, timer)
+        outputs = _Outputs(dataclasses.replace(job, out_dir=out), source, timer)
 
         def emit(frame: Frame, batch: FaceBatch) -> None:
             outputs.emit(frame, batch)
             if on_frame:
                 on_frame(frame, batch)
 
+        start_s, end_s = (None, None) if source.info.is_still else (job.start_s, job.end_s)
+        if on_start:
+            on_start(expected_frames(source.info, start_s, end_s))
         stats = run_offline(
-            source,
+            trimmed(source, start_s, end_s),
             analyzer.process,
             emit,
             outputs.encode if job.write_video else None,
@@ -102,15 +197,18 @@ def run_job(job: OfflineJob, on_frame: Callable[[Frame, FaceBatch], None] | None
 
 
 def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, setup_s: float, outputs) -> dict:
-    """tracks.csv, timeline.png and summary.json once the frames are done (or interrupted)."""
+    """tracks.csv, the plot (timeline.png, or emotions.png for a photo) and summary.json once the frames
+    are done (or interrupted)."""
     tracks = analyzer.aggregator.track_summaries()
-    plotted = write_track_tables(out, tracks, job.input)
+    plot = write_track_tables(out, tracks, job.input, still=source.info.is_still)
     summary = {
         "input": {
             **dataclasses.asdict(source.info),
             "frames_read": getattr(source, "frames_read", stats.frames),
             "decode_errors": getattr(source, "decode_errors", 0),
             "last_error": getattr(source, "last_error", None),
+            "start_s": job.start_s,
+            "end_s": job.end_s,
         },
         **analyzer_facts(analyzer),
         "frames_processed": stats.frames,
@@ -124,11 +222,13 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
             "end_to_end_fps": round(stats.fps, 2),
             "stages": stats.timings,
         },
+        "audio": outputs.audio,
+        "plot": plot,
         "outputs": {
             "faces.jsonl": outputs.jsonl.lines,
             "tracks.csv": len(tracks),
-            "annotated.mp4": outputs.video.frames if outputs.video else 0,
-            "timeline.png": plotted,
+            **outputs.written(),
+            **({plot["file"]: True} if plot["file"] else {}),
         },
         "machine": machine_facts(),
     }

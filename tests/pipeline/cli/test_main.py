@@ -66,5 +66,23 @@ def test_usage_errors(tmp_path, args, fragment):
 def test_models_list_and_verify_read_the_mirror(models_dir):
     listed = emostream("models", "list", "--models-dir", models_dir)
     assert listed.returncode == 0 and "yunet" in listed.stdout and "mirror" in listed.stdout
+    assert listed.stdout.split()[:3] == ["NAME", "TASK", "WHERE"]
     verified = emostream("models", "verify", "yunet", "fer_mini_xception", "--models-dir", models_dir)
     assert verified.returncode == 0 and verified.stdout.count(" ok ") == 2
+
+
+def test_version_and_user_facing_help():
+    from pipeline import __version__
+
+    r = emostream("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"emostream {__version__}"
+    top = emostream("--help").stdout
+    assert "exit codes" in top and "Heavy modules" not in top and "command line." not in top
+
+
+def test_a_failed_run_leaves_no_output_folder(tmp_path):
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 64)
+    r = emostream("run", tmp_path / "noise.mp4", "--out", tmp_path / "results" / "x")
+    assert r.returncode == 2 and not (tmp_path / "results").exists()
+    r = emostream("run", tmp_path / "noise.mp4", "--out", tmp_path / "o", "--start", "2", "--end", "1")
+    assert r.returncode == 2 and "--end" in r.stderr and not (tmp_path / "o").exists()

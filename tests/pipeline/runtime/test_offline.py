@@ -104,3 +104,55 @@ def test_face_appearing_mid_stream_gets_a_track(media_dir, tmp_path):
     first = min(r["frame"] for r in rows if r["track_id"] >= 0)
     assert first > 20, "the first part of this clip is a cartoon with no face"
     assert Counter(r["track_id"] for r in rows).most_common(1)[0][1] >= 30
+
+
+def test_annotated_video_keeps_the_input_sound_in_sync(single_face, media_dir):
+    """pyfeat_single_face.mp4 has MP3 sound: copied as it is, starting and ending with the picture."""
+    summary, out = single_face
+    assert summary["audio"]["mode"] == "copy"
+    with av.open(str(out / "annotated.mp4")) as c:
+        video = [float(f.time) for f in c.decode(video=0)]
+    with av.open(str(out / "annotated.mp4")) as c:
+        audio = list(c.decode(audio=0))
+    frame_s = 1 / summary["input"]["fps"]
+    end = float(audio[-1].time) + audio[-1].samples / audio[-1].sample_rate
+    assert float(audio[0].time) == pytest.approx(video[0], abs=frame_s)
+    assert end == pytest.approx(video[-1] + frame_s, abs=frame_s)
+
+
+def test_a_photo_gives_a_picture_and_bars_not_a_video(media_dir, tmp_path):
+    import cv2
+
+    summary = _run(media_dir / "pyfeat_multi_face_5.jpg", tmp_path / "out")
+    out = tmp_path / "out"
+    assert not (out / "annotated.mp4").exists() and not (out / "timeline.png").exists()
+    picture = cv2.imread(str(out / "annotated.jpg"))
+    original = cv2.imread(str(media_dir / "pyfeat_multi_face_5.jpg"))
+    assert picture.shape == original.shape  # full resolution
+    assert summary["plot"]["file"] == "emotions.png" and summary["plot"]["faces"] == 5
+    assert (out / "emotions.png").stat().st_size > 1000 and summary["outputs"]["annotated.jpg"] == 1
+
+
+def test_start_and_end_trim_the_input_and_its_sound(media_dir, tmp_path):
+    src = media_dir / "pyfeat_single_face.mp4"
+    job = OfflineJob(input=str(src), out_dir=tmp_path / "out", start_s=1.0, end_s=2.0)
+    summary = run_job(job)
+    rows = _jsonl(tmp_path / "out")
+    assert summary["frames_processed"] == 30 and all(1.0 <= r["time_s"] < 2.0 for r in rows)
+    with av.open(str(tmp_path / "out" / "annotated.mp4")) as c:
+        video = [float(f.time) for f in c.decode(video=0)]
+    with av.open(str(tmp_path / "out" / "annotated.mp4")) as c:
+        audio = list(c.decode(audio=0))
+    end = float(audio[-1].time) + audio[-1].samples / audio[-1].sample_rate
+    assert len(video) == 30 and video[0] == 0 and end == pytest.approx(1.0, abs=1 / 30)
+
+
+def test_no_audio_and_no_folder_left_by_a_failed_run(media_dir, tmp_path):
+    src = media_dir / "pyfeat_single_face.mp4"
+    summary = run_job(OfflineJob(input=str(src), out_dir=tmp_path / "a", audio=False, end_s=0.3))
+    with av.open(str(tmp_path / "a" / "annotated.mp4")) as c:
+        assert not c.streams.audio and summary["audio"]["mode"] == "off"
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(Exception, match=r"noise\.mp4"):
+        run_job(OfflineJob(input=str(tmp_path / "noise.mp4"), out_dir=tmp_path / "b" / "c"))
+    assert not (tmp_path / "b").exists()

@@ -1,0 +1,231 @@
+"""Many inputs in one command: `emostream run DIR | GLOB | LIST.txt --out DIR`.
+
+Every video and image found gets its own output folder under --out, mirroring its path relative to the
+folder, glob root or list file (`clips/a/b.mp4` -> `OUT/a/b.mp4/`), and `OUT/index.csv` lists each input
+with its status. `process_one(input, out_dir, job)` is the unit of work, a pure function of its
+arguments: it runs the input into its folder and writes `finished.json` last, so a re-run skips what
+finished and redoes what did not. An engine maps it over the inputs: `LocalEngine` runs them one after
+another in this process (a distributed engine only has to provide the same `map`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.files import write_atomic
+from pipeline.errors import InputError
+from pipeline.io.capture import IMAGE_EXTENSIONS
+from pipeline.io.sinks import write_json
+from pipeline.runtime.offline import OfflineJob, run_job
+
+_VIDEO_EXTS = ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .ts .mts .m2ts .wmv .flv .3gp .ogv .gif"
+VIDEO_EXTENSIONS = frozenset(_VIDEO_EXTS.split())
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+FINISHED = "finished.json"
+INDEX = "index.csv"
+INDEX_COLUMNS = ("input", "status", "frames", "faces", "tracks", "seconds", "error")
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """An input file and its output folder relative to --out."""
+
+    path: str
+    rel_out: Path
+
+
+@dataclass(frozen=True)
+class InputResult:
+    """One row of index.csv. status: done, partial (part of the input was unreadable), skipped (finished
+    by an earlier run), failed (nothing usable: `error` says why) or interrupted."""
+
+    input: str
+    status: str
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def is_batch(specs: list[str]) -> bool:
+    """True when `run` was given more than one input, a folder, a glob pattern or a .txt list."""
+    if len(specs) != 1:
+        return True
+    spec = specs[0]
+    return Path(spec).is_dir() or bool(_GLOB_CHARS & set(spec)) or spec.lower().endswith(".txt")
+
+
+def expand_inputs(specs: list[str]) -> list[BatchInput]:
+    """Every input named by `specs` (folders searched recursively for videos and images), in order."""
+    found: list[BatchInput] = []
+    for spec in specs:
+        found += _expand(spec)
+    seen, unique = set(), []
+    for item in found:
+        if item.rel_out not in seen:
+            seen.add(item.rel_out)
+            unique.append(item)
+    return unique
+
+
+def _expand(spec: str) -> list[BatchInput]:
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+        return [BatchInput(str(p), p.relative_to(path)) for p in files if not _hidden(p.relative_to(path))]
+    if _GLOB_CHARS & set(spec):
+        root = Path(_glob_root(spec))
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        return [BatchInput(str(p), _relative(p, root)) for p in files]
+    if spec.lower().endswith(".txt") and path.is_file():
+        return _from_list(path)
+    return [BatchInput(spec, Path(path.name))]  # a plain file (or a missing one: listed as failed)
+
+
+def _from_list(list_file: Path) -> list[BatchInput]:
+    """One input per line of a text file (blank lines and # comments skipped), relative to the file."""
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{list_file}: cannot be read as a list of inputs ({e})") from None
+    root = list_file.parent
+    items = []
+    for line in (s.strip() for s in lines):
+        if line and not line.startswith("#"):
+            p = Path(line) if Path(line).is_absolute() else root / line
+            items.append(BatchInput(str(p), _relative(p, root)))
+    return items
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder part of a glob pattern before its first wildcard."""
+    head = pattern[: min(pattern.index(c) for c in _GLOB_CHARS if c in pattern)]
+    return os.path.dirname(head) or "."
+
+
+def _relative(p: Path, root: Path) -> Path:
+    try:
+        return p.resolve().relative_to(root.resolve())
+    except ValueError:
+        return Path(p.name)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+class LocalEngine:
+    """Runs the inputs one after another in this process."""
+
+    def map(self, fn: Callable[..., InputResult], tasks: Iterable[tuple]) -> Iterator[InputResult]:
+        for task in tasks:
+            yield fn(*task)
+
+
+def process_one(input_path: str, out_dir: Path, job: OfflineJob, on_frame=None, on_start=None) -> InputResult:
+    """Run one input into `out_dir` (the settings from `job`, its input and folder replaced) and write
+    the finished marker last. A folder with the marker is skipped unless `job.overwrite`; one without it
+    (an unfinished run) is redone. Any failure becomes a `failed` result, never an exception, except
+    Ctrl-C, which the run turns into an `interrupted` result."""
+    out_dir = Path(out_dir)
+    marker = out_dir / FINISHED
+    if marker.is_file() and not job.overwrite:
+        earlier = _read_marker(marker)
+        if earlier is not None:
+            return dataclasses.replace(earlier, input=input_path, status="skipped", seconds=0.0)
+    t0 = time.perf_counter()
+    try:
+        job = dataclasses.replace(job, input=input_path, out_dir=out_dir, overwrite=True)
+        summary = run_job(job, on_frame=on_frame, on_start=on_start)
+    except Exception as e:  # a bad file is listed, never stops the rest
+        _remove_empty_parents(out_dir)
+        return InputResult(input_path, "failed", seconds=round(time.perf_counter() - t0, 2), error=_line(e))
+    result = _result(input_path, summary, time.perf_counter() - t0)
+    if result.status != "interrupted":
+        write_json(marker, dataclasses.asdict(result))  # last: the outputs above are complete
+    return result
+
+
+def _result(input_path: str, summary: dict, seconds: float) -> InputResult:
+    facts = summary["input"]
+    status = "interrupted" if summary["interrupted"] else "partial" if facts["decode_errors"] else "done"
+    error = (facts.get("last_error") or "") if status == "partial" else ""
+    return InputResult(
+        input_path,
+        status,
+        summary["frames_processed"],
+        summary["faces"],
+        summary["tracks"],
+        round(seconds, 2),
+        error,
+    )
+
+
+def _read_marker(marker: Path) -> InputResult | None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return InputResult(**{k: data[k] for k in INDEX_COLUMNS})
+    except (OSError, ValueError, KeyError, TypeError):  # a torn or foreign marker: run the input again
+        return None
+
+
+def _remove_empty_parents(out_dir: Path) -> None:
+    """Remove `out_dir` and the folders above it that a failed input left empty (never --out itself,
+    which holds index.csv)."""
+    for folder in [out_dir, *out_dir.parents][:-1]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, InputError | OSError) else f"{type(e).__name__}: {text}"
+
+
+def write_index(path: Path, results: list[InputResult]) -> None:
+    """index.csv: one row per input, rewritten whole (atomically) after each input."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(INDEX_COLUMNS)
+    for r in results:
+        w.writerow([getattr(r, c) for c in INDEX_COLUMNS])
+    write_atomic(path, buf.getvalue())
+
+
+def run_batch(
+    items: list[BatchInput],
+    out_root: Path,
+    job: OfflineJob,
+    engine=None,
+    progress: Callable[[BatchInput], tuple] | None = None,
+    on_result: Callable[[InputResult], None] | None = None,
+) -> list[InputResult]:
+    """Every input through `engine.map(process_one, ...)` into `out_root/<rel_out>`, index.csv kept
+    current after each. `progress(item)` (optional, local engine only) gives (on_frame, on_start) for
+    that input's progress bar. Stops after an interrupted input."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    engine = engine or LocalEngine()
+    tasks = ((i.path, out_root / i.rel_out, job, *(progress(i) if progress else ())) for i in items)
+    results: list[InputResult] = []
+    for result in engine.map(process_one, tasks):
+        results.append(result)
+        write_index(out_root / INDEX, results)
+        if on_result:
+            on_result(result)
+        if result.status == "interrupted":
+            break
+    return results
