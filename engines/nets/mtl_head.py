@@ -59,7 +59,11 @@ class MtlHead(Head):
         self.name, self.trunk = name, trunk
         self.feature_dim = trunk.net.config["embed_dim"]
         columns, rest = fer_columns(mtl.EMOTIONS)
-        self.fer_columns, self.contempt_column = columns, mtl.EMOTIONS.index(rest[0])
+        self.contempt_column = mtl.EMOTIONS.index(rest[0])
+        # buffers, not Python lists: indexing with a list makes a tensor from host data on every forward,
+        # which a CUDA graph capture does not allow
+        self.register_buffer("fer_columns", torch.tensor(columns), persistent=False)
+        self.register_buffer("age_bins", torch.arange(mtl.AGE_BINS, dtype=torch.float32), persistent=False)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -77,7 +81,7 @@ class MtlHead(Head):
             return seven, contempt, out["embedding"]
         if self.name == "gender":
             return torch.sigmoid(out["gender_logit"]), out["embedding"]
-        return mtl.decode_age(out["age_logits"]), out["embedding"]
+        return torch.softmax(out["age_logits"], dim=1) @ self.age_bins, out["embedding"]
 
 
 @functools.cache

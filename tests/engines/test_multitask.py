@@ -22,7 +22,7 @@ from engines.store.store import ModelStore
 
 @pytest.fixture(scope="module")
 def net() -> MultiTaskNet:
-    return MultiTaskNet(NetConfig(), ModelStore())
+    return MultiTaskNet(NetConfig(quality="fast"), ModelStore())
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_empty_batch_gives_empty_arrays_without_running_the_backend(net):
         def run(self, crops_bgr):
             raise AssertionError("the backend ran on an empty batch")
 
-    empty_net = MultiTaskNet(NetConfig(), net.store)
+    empty_net = MultiTaskNet(NetConfig(quality="fast"), net.store)
     empty_net.backend = Refusing()
     out = empty_net.infer(np.zeros((0, 128, 128, 3), np.uint8))
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
@@ -132,7 +132,7 @@ def test_empty_batch_gives_empty_arrays_without_running_the_backend(net):
 
 
 def test_emotion_only_head_set_matches_the_full_net(net, batch32):
-    only = MultiTaskNet(NetConfig(heads=("emotion",)), net.store)
+    only = MultiTaskNet(NetConfig(heads=("emotion",), quality="fast"), net.store)
     out = only.infer(batch32)
     assert set(out) == {"emotion", "embedding"} and out["embedding"].shape == (32, 128)
     assert only.models == [("fer_mini_xception", net.store.sha256("fer_mini_xception"))]
@@ -213,7 +213,7 @@ def test_fused_net_is_importable_from_multitask_and_runs_torch(net, batch32):
     ("make", "message"),
     [
         (lambda: NetConfig(heads=("emotion", "smile")), "unknown head 'smile'"),
-        (lambda: NetConfig(quality="best"), "unknown quality 'best'; valid: fast, accurate, affectnet"),
+        (lambda: NetConfig(quality="best"), "unknown quality 'best'; valid: mtl, fast, accurate, affectnet"),
         (lambda: NetConfig(heads=()), "non-empty"),
         (lambda: NetConfig(heads=("age", "age")), "without repeats"),
     ],

@@ -49,7 +49,11 @@ def test_onnxruntime_runs_the_fused_graph_with_named_outputs(threads, expected, 
     assert backend.intra_op_threads == expected
     crops = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
     out = backend.run(crops)
-    assert {k: v.shape for k, v in out.items()} == {"emotion": (3, 7), "embedding": (3, 128)}
+    assert {k: v.shape for k, v in out.items()} == {
+        "emotion": (3, 7),
+        "contempt": (3,),
+        "embedding": (3, 128),
+    }
     np.testing.assert_allclose(out["emotion"], source.infer(crops)["emotion"], atol=1e-6)
 
 

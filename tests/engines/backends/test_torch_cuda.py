@@ -88,7 +88,7 @@ def test_torch_on_cpu_equals_onnxruntime_on_real_faces(net, crops):
     backend = TorchCudaBackend(net, device="cpu")
     assert (backend.name, backend.precision) == ("torch", "fp32")
     got, want = backend.run(crops), net.infer(crops)
-    assert list(got) == list(want) == ["emotion", "gender", "embedding"]
+    assert list(got) == list(want) == ["emotion", "contempt", "gender", "embedding"]
     for name in want:
         assert got[name].dtype == np.float32 and got[name].shape == want[name].shape
         np.testing.assert_allclose(got[name], want[name], atol=1e-4, rtol=0)

@@ -146,7 +146,7 @@ def test_fused_graph_equals_the_onnx_model_run_alone(net, mirror, batch32):
 
 
 def test_other_heads_are_the_fast_ones(net, batch32):
-    fast = MultiTaskNet(NetConfig(heads=("gender",)), ModelStore())
+    fast = MultiTaskNet(NetConfig(heads=("gender",), quality="fast"), ModelStore())
     out, ref = net.infer(batch32), fast.infer(batch32)
     np.testing.assert_allclose(out["gender"], ref["gender"], atol=1e-5)
     np.testing.assert_allclose(out["embedding"][:, FEATURES:], ref["embedding"], atol=1e-5)

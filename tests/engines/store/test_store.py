@@ -16,6 +16,7 @@ from tests.engines.store.test_download import ModelServer
 
 YUNET = get_spec("yunet")
 MIRRORED = sorted(name for name, spec in MODELS.items() if spec.in_mirror)
+BUNDLED = sorted(name for name, spec in MODELS.items() if spec.bundled)
 
 
 @pytest.fixture
@@ -137,7 +138,14 @@ def test_verify_all_against_the_real_mirror(models_dir, cache):
     rows = {row.name: row for row in ModelStore(models_dir, cache).verify()}
     assert set(rows) == set(MODELS)
     for name, row in rows.items():
-        assert (row.status, row.location) == (("ok", "mirror") if name in MIRRORED else ("missing", None))
+        expected = (
+            ("ok", "mirror")
+            if name in MIRRORED
+            else ("ok", "bundled")
+            if name in BUNDLED
+            else ("missing", None)
+        )
+        assert (row.status, row.location) == expected
 
 
 def test_list_rows_tell_where_each_model_is(models_dir, tmp_path):
@@ -150,6 +158,7 @@ def test_list_rows_tell_where_each_model_is(models_dir, tmp_path):
     assert {name: row["where"] for name, row in rows.items() if row["where"] != "absent"} == {
         "yunet": "mirror",
         "fer_mini_xception": "cache",
+        **dict.fromkeys(BUNDLED, "bundled"),
     }
     for name, row in rows.items():
         spec = MODELS[name]
@@ -170,7 +179,7 @@ def test_fetch_downloads_missing_and_skips_present(server, models_dir, tmp_path,
 
 
 def test_fetch_all_covers_models_missing_from_the_mirror(models_dir, cache):
-    unmirrored = sorted(set(MODELS) - set(MIRRORED))
+    unmirrored = sorted(set(MODELS) - set(MIRRORED) - set(BUNDLED))
     assert unmirrored, "the registry has a model that only a download provides"
     with pytest.raises(ModelStoreError, match=MODELS[unmirrored[0]].filename):
         ModelStore(models_dir, cache, download=False).fetch()
