@@ -27,8 +27,9 @@ class FusedNet(nn.Module):
     """(N,S,S,3) uint8 BGR -> tuple of outputs in `output_names` order.
 
     Torch heads only: (head outputs..., embedding); a head may give several outputs (`output_names`), and
-    heads sharing a `trunk` (the project's multi-task net) run it once and give the embedding once. With external heads: for each head in order, either
-    (`<name>`, `<name>.features`) or `<name>.input` (see the module docstring).
+    heads sharing a `trunk` (the project's multi-task net) run it once and give the embedding once.
+    With external heads: for each head in order, either (`<name>`, `<name>.features`) or `<name>.input`
+    (see the module docstring).
     """
 
     def __init__(self, heads: Sequence[Head], crop_size: int):

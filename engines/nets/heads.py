@@ -160,7 +160,8 @@ register_head(HeadSpec("gender", "fast", ("gender_mini_xception",), (), 128, 0.3
 # (1.3 years): imdb for its far larger training set (IMDB-WIKI: 460k IMDb faces, 62k Wikipedia).
 register_head(HeadSpec("age", "fast", ("ssrnet_age_imdb",), (), 358, 0.45, _SSRNET))
 _MTL = "engines.nets.mtl_head:build_head"
-register_head(HeadSpec("emotion", "mtl", ("emostream_mtl",), (7,), 128, 0.0, _MTL, (("contempt", ()),), "mtl"))
+_CONTEMPT = (("contempt", ()),)
+register_head(HeadSpec("emotion", "mtl", ("emostream_mtl",), (7,), 128, 0.0, _MTL, _CONTEMPT, "mtl"))
 register_head(HeadSpec("gender", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
 register_head(HeadSpec("age", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
 # gender_ssr: optional second opinion on gender (SSR-Net, IMDB); `gender` stays mini XCEPTION.

@@ -89,5 +89,6 @@ class Head(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         """The names of this head's outputs, main one first (features not included)."""
         return (self.name,)
+
     fraction: float = 1.0
     uses_gray: bool = False

@@ -130,9 +130,7 @@ class ModelStore:
             )
         return self._checked(found, spec, "reinstall emostream (its bundled weights are damaged)")
 
-    def _locate(
-        self, spec: ModelSpec
-    ) -> tuple[Literal["bundled", "mirror", "cache"] | None, Path | None]:
+    def _locate(self, spec: ModelSpec) -> tuple[Literal["bundled", "mirror", "cache"] | None, Path | None]:
         """Where `spec`'s file is now, in lookup order (a mirror file shadows a cached one)."""
         if spec.bundled:
             path = BUNDLED_DIR / spec.filename
