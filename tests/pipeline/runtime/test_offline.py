@@ -45,6 +45,13 @@ def test_top_emotion_on_labelled_photos(media_dir, tmp_path, photo, expected):
     assert max(summary["clip_emotion"], key=summary["clip_emotion"].get) == expected
 
 
+def test_run_uses_the_bundled_multitask_net_by_default(media_dir, tmp_path):
+    summary = _run(media_dir / "pyfeat_neutral_man.jpg", tmp_path / "out", write_video=False)
+    assert summary["quality"] == "mtl" and [m["name"] for m in summary["models"]] == ["emostream_mtl"]
+    row = _jsonl(tmp_path / "out")[0]
+    assert row["gender"] == "man" and 15 < row["age"] < 70 and "contempt" in row
+
+
 def test_five_faces_on_group_photo(media_dir, tmp_path):
     summary = _run(media_dir / "pyfeat_multi_face_5.jpg", tmp_path / "out", write_video=False)
     rows = _jsonl(tmp_path / "out")
