@@ -56,6 +56,8 @@ AFFECTNET_TO_FER: dict[str, str] = {
     "neutral": "neutral",
     "sadness": "sad",
     "surprise": "surprise",
+    "fearful": "fear",  # OpenCV Zoo's RAF-DB expression net
+    "surprised": "surprise",
 }
 """AffectNet class names (HSEmotion) -> FER2013 names; AffectNet's `contempt` has no FER2013 counterpart."""
 

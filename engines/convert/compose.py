@@ -20,7 +20,10 @@ from engines.errors import EmostreamError
 
 FEATURES_SUFFIX = ".features"
 INPUT_SUFFIX = ".input"
-_MATMUL_OPS = ("Gemm", "MatMul")
+_MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "QLinearMatMul": 3}
+"""The ops a classifier's last layer may be, with the input index of its stored weights."""
+_PASS_OPS = ("Add", "Identity", "Softmax", "DequantizeLinear", "QLinearAdd")
+"""Ops walked through from the output back to that layer (int8 models add the quantized ones)."""
 
 
 @dataclass(frozen=True)
@@ -81,16 +84,20 @@ def _final_matmul(graph, output: str) -> tuple[str, str, int, int]:
     producers = {out: n for n in graph.node for out in n.output}
     weights = {t.name: t for t in graph.initializer}
     logits, node = output, producers.get(output)
-    while node is not None and node.op_type in ("Add", "Identity", "Softmax"):
+    while node is not None and node.op_type in _PASS_OPS:
         if node.op_type == "Softmax":
             logits = node.input[0]
         node = next((producers[i] for i in node.input if i in producers), None)
-    if node is None or node.op_type not in _MATMUL_OPS or node.input[1] not in weights:
+    w_at = _MATMUL_OPS.get(node.op_type, -1) if node is not None else -1
+    if w_at < 0 or node.input[w_at] not in weights:
         raise EmostreamError(f"output {output}: no final Gemm/MatMul with stored weights found before it")
-    shape = tuple(weights[node.input[1]].dims)
+    shape = tuple(weights[node.input[w_at]].dims)
     trans_b = any(a.name == "transB" and a.i for a in node.attribute)
     feature_dim, classes = (shape[1], shape[0]) if trans_b else shape
-    return logits, node.input[0], int(feature_dim), int(classes)
+    features = node.input[0]
+    while features in producers and producers[features].op_type == "QuantizeLinear":
+        features = producers[features].input[0]  # int8 models: the float features before quantizing
+    return logits, features, int(feature_dim), int(classes)
 
 
 def inspect_onnx(path: str | Path, input_chw: Sequence[int]) -> OnnxModelInfo:

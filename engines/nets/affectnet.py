@@ -1,4 +1,5 @@
-"""HSEmotion's AffectNet classifier (enet_b0_8_best_afew.onnx) as an ONNX-only head of the fused net.
+"""ONNX-only emotion heads of the fused net: HSEmotion's AffectNet classifier (enet_b0_8_best_afew.onnx)
+and OpenCV Zoo's RAF-DB MobileFaceNet (quality "rafdb").
 
 The model is a downloaded ONNX file (no torch source), so the torch part of the fused net only does
 this head's preprocessing, exactly as upstream's `HSEmotionRecognizer.preprocess` does on an RGB face:
@@ -31,14 +32,21 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 class RgbWindow(nn.Module):
     """(N,3,S,S) float BGR 0-255 -> (N,3,out,out) RGB, (x/255 - mean) / std, from the centered window."""
 
-    def __init__(self, crop_size: int, fraction: float, out_size: int = INPUT_CHW[1]):
+    def __init__(
+        self,
+        crop_size: int,
+        fraction: float,
+        out_size: int = INPUT_CHW[1],
+        mean_rgb: tuple[float, ...] = IMAGENET_MEAN_RGB,
+        std_rgb: tuple[float, ...] = IMAGENET_STD_RGB,
+    ):
         super().__init__()
         self.window = WindowResize(crop_size, fraction, out_size)
-        std = torch.tensor(IMAGENET_STD_RGB)
+        std = torch.tensor(std_rgb)
         mix = torch.zeros(3, 3)
         mix[torch.arange(3), torch.tensor([2, 1, 0])] = 1.0 / (255.0 * std)  # out RGB c reads BGR 2-c
         self.register_buffer("mix", mix.view(3, 3, 1, 1))
-        self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN_RGB) / std)
+        self.register_buffer("shift", -torch.tensor(mean_rgb) / std)
 
     def forward(self, x_bgr: torch.Tensor) -> torch.Tensor:
         rgb = nn.functional.conv2d(self.window.crop(x_bgr), self.mix, self.shift)
@@ -80,3 +88,18 @@ def build_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: fl
     info = inspect_onnx(paths[0], INPUT_CHW)
     fraction = center_fraction(spec.face_pad, crop_scale)
     return OnnxHead(spec, external_head(spec, info), RgbWindow(crop_size, fraction), fraction).eval()
+
+
+RAFDB_INPUT_CHW = (3, 112, 112)
+
+
+def build_rafdb_head(spec: HeadSpec, paths: list[Path], crop_size: int, crop_scale: float) -> OnnxHead:
+    """Head factory for OpenCV Zoo's RAF-DB expression net (Progressive Teacher MobileFaceNet, int8).
+
+    It reads the face aligned onto the ArcFace 112x112 template, which is exactly the crop's face square
+    (pipeline.stages.align aligns to that template): the window at face_pad 0, RGB, (x/255 - 0.5) / 0.5.
+    """
+    info = inspect_onnx(paths[0], RAFDB_INPUT_CHW)
+    fraction = center_fraction(spec.face_pad, crop_scale)
+    prep = RgbWindow(crop_size, fraction, RAFDB_INPUT_CHW[1], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return OnnxHead(spec, external_head(spec, info), prep, fraction).eval()

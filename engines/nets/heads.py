@@ -30,15 +30,16 @@ if TYPE_CHECKING:
 EMBEDDING = "embedding"
 """Output concatenating every head's penultimate features (N, sum of feature dims)."""
 
-QUALITIES: tuple[str, ...] = ("mtl", "fast", "accurate", "affectnet")
+QUALITIES: tuple[str, ...] = ("mtl", "fast", "accurate", "affectnet", "rafdb")
 """Quality modes: "mtl" (the project's own multi-task net: one trunk for emotion, gender and age, trained
 on FER+ and UTKFace, bundled; adds a `contempt` output), "fast" (mini XCEPTION emotion, IMDB gender
 XCEPTION, SSR-Net age), "accurate" (mini + big XCEPTION averaged over the crop and its mirror image),
-"affectnet" (HSEmotion EfficientNet-B0, downloaded; adds a `contempt` output)."""
+"affectnet" (HSEmotion EfficientNet-B0, downloaded; adds a `contempt` output), "rafdb" (OpenCV Zoo's
+RAF-DB MobileFaceNet, int8, for emotion; gender and age as in "fast")."""
 
 QUALITY_HELP = (
     "mtl: the project's own multi-task net (default); fast: mini XCEPTION + SSR-Net; accurate: mini+big "
-    "XCEPTION, flip TTA; affectnet: HSEmotion (downloaded)"
+    "XCEPTION, flip TTA; affectnet: HSEmotion (downloaded); rafdb: OpenCV Zoo MobileFaceNet"
 )
 """One line per quality for the command line's help."""
 
@@ -164,5 +165,16 @@ _CONTEMPT = (("contempt", ()),)
 register_head(HeadSpec("emotion", "mtl", ("emostream_mtl",), (7,), 128, 0.0, _MTL, _CONTEMPT, "mtl"))
 register_head(HeadSpec("gender", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
 register_head(HeadSpec("age", "mtl", ("emostream_mtl",), (), 128, 0.0, _MTL, shared_trunk="mtl"))
+register_head(
+    HeadSpec(
+        "emotion",
+        "rafdb",
+        ("mobilefacenet_rafdb",),
+        (7,),
+        512,
+        0.0,
+        "engines.nets.affectnet:build_rafdb_head",
+    )
+)
 # gender_ssr: optional second opinion on gender (SSR-Net, IMDB); `gender` stays mini XCEPTION.
 register_head(HeadSpec("gender_ssr", "fast", ("ssrnet_gender_imdb",), (), 358, 0.45, _SSRNET))

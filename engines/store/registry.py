@@ -100,6 +100,14 @@ MODELS: dict[str, ModelSpec] = {
             ]
         ],
         ModelSpec(
+            "mobilefacenet_rafdb", "facial_expression_recognition_mobilefacenet_2022july_int8.onnx",
+            "f0d7093aff10e2638c734c5f18a6a7eabd2b9239b20bdb9b8090865a6f69a1ed",
+            "https://media.githubusercontent.com/media/opencv/opencv_zoo/main/models/facial_expression_recognition/"
+            "facial_expression_recognition_mobilefacenet_2022july_int8.onnx",
+            "Apache-2.0", "emotion", "(N,3,112,112) RGB (x/255-0.5)/0.5, ArcFace-aligned; RAF-DB (int8)",
+            ("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"),
+        ),
+        ModelSpec(
             "emostream_mtl", "emostream_mtl_v1.pt",
             MTL_SHA256,
             "", "MIT (code); weights trained on FER+ (labels MIT, images research use) and UTKFace "

@@ -213,7 +213,10 @@ def test_fused_net_is_importable_from_multitask_and_runs_torch(net, batch32):
     ("make", "message"),
     [
         (lambda: NetConfig(heads=("emotion", "smile")), "unknown head 'smile'"),
-        (lambda: NetConfig(quality="best"), "unknown quality 'best'; valid: mtl, fast, accurate, affectnet"),
+        (
+            lambda: NetConfig(quality="best"),
+            "unknown quality 'best'; valid: mtl, fast, accurate, affectnet, rafdb",
+        ),
         (lambda: NetConfig(heads=()), "non-empty"),
         (lambda: NetConfig(heads=("age", "age")), "without repeats"),
     ],
