@@ -1,7 +1,10 @@
-"""The stateful middle of the pipeline, composed: detect -> track -> align -> infer -> aggregate.
+"""The stateful middle of the pipeline, composed: shots -> detect -> track -> align -> infer -> aggregate.
 
-Composition only: each stage owns its policy (`DetectionSchedule` when and at what size to detect,
-`AttributeRefresh` when gender/age are recomputed, the tracker its ids, the aggregator its smoothing).
+Composition only: each stage owns its policy (`ShotDetector` where a scene cuts, `DetectionSchedule` when
+and at what size to detect, `AttributeRefresh` when gender/age are recomputed, `MinFace` which faces are
+inferred, the tracker its ids and their appearance, the aggregator its smoothing). Appearance runs one
+step behind the boxes: `infer` hands each inferred batch back to the tracker (`Tracker.observe`), whose
+next `update` uses its embeddings (docs/tracking.md).
 One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful). `process(frames)` takes a
 short run of consecutive frames and makes ONE inference call for all of their faces.
 """
@@ -22,13 +25,17 @@ class FaceAnalyzer:
         from engines.multitask import MultiTaskNet, NetConfig
         from engines.store.store import ModelStore
         from pipeline.stages.attributes import attribute_refresh_for
-        from pipeline.stages.detect import create_detector
+        from pipeline.stages.detect import LOW_SCORE, create_detector
+        from pipeline.stages.minface import MinFace
         from pipeline.stages.schedule import DetectionSchedule
+        from pipeline.stages.shots import ShotDetector
 
         self.config = config
         self.store = store or ModelStore(mirror_dir=config.models_dir)
         self.timer = timer or StageTimer()
-        self.detector = create_detector(config.detector, self.store)
+        self.detector = create_detector(config.detector, self.store, low_score=LOW_SCORE)
+        self.shots = ShotDetector() if config.cut_detection else None
+        self.min_face = MinFace(config.min_face_px)
         max_side = self.detector.max_side
         self.schedule = DetectionSchedule(config.detect_every, config.coarse_detection, max_side)
         threads = {} if config.threads is None else {"intra_op_threads": config.threads}
@@ -50,14 +57,28 @@ class FaceAnalyzer:
         from pipeline.stages.aggregate import Aggregator
         from pipeline.stages.track import Tracker
 
-        self.tracker = Tracker()
+        self.tracker = Tracker(
+            high_score=self.detector.high_score,
+            low_score=self.detector.low_score,
+            min_hits=self.config.track_min_hits,
+            reid_window_s=self.config.reid_window_s,
+        )
+        if self.shots is not None:
+            self.shots.reset()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
         self.schedule.reset()
         if self.refresh is not None:
             self.refresh.clear()
 
     def locate(self, frame: Frame) -> FaceBatch:
-        """Detect (when the schedule says so) or predict, then track: boxes with stable ids for one frame."""
+        """Detect (when the schedule says so) or predict, then track: boxes with stable ids for one frame.
+        A shot boundary ends every track and makes this frame a full-size detection."""
+        if self.shots is not None:
+            with self.timer("shots"):
+                cut = self.shots.update(frame)
+            if cut:
+                self.tracker.cut()
+                self.schedule.reset()
         detect_now, side = self.schedule.plan(frame, self.tracker.active_boxes)
         if not detect_now:
             with self.timer("track"):
@@ -75,18 +96,25 @@ class FaceAnalyzer:
         """Crop every face of every frame, run the network once, split the outputs back per frame.
 
         A backend offering `run_frames` (the GPU ones) cuts the crops on its device from the crop
-        matrices, each frame uploaded once; otherwise the crops are cut here on the CPU.
+        matrices, each frame uploaded once; otherwise the crops are cut here on the CPU. Faces under
+        `min_face_px` are left out and get NaN outputs; the tracker gets the results back (appearance).
         """
+        from pipeline.stages.minface import scatter
+
         if not frames:
             return []
-        outputs = self._run_net(frames, batches)
+        keep = [self.min_face.keep(b) for b in batches]
+        outputs = self._run_net(frames, [b.select(k) for b, k in zip(batches, keep, strict=True)])
         if self.head is not None:
             outputs = {**outputs, **self.head.outputs(outputs)}
-        bounds = np.cumsum([0, *(len(b) for b in batches)])
-        return [
-            b.with_outputs(**{k: v[lo:hi] for k, v in outputs.items()})
-            for b, lo, hi in zip(batches, bounds[:-1], bounds[1:], strict=True)
+        bounds = np.cumsum([0, *(int(k.sum()) for k in keep)])
+        inferred = [
+            b.with_outputs(**{name: scatter(v[lo:hi], k) for name, v in outputs.items()})
+            for b, k, lo, hi in zip(batches, keep, bounds[:-1], bounds[1:], strict=True)
         ]
+        for batch in inferred:
+            self.tracker.observe(batch)
+        return inferred
 
     def _run_net(self, frames: list[Frame], batches: list[FaceBatch]) -> dict[str, np.ndarray]:
         from pipeline.stages.align import crop_faces, crop_matrices
@@ -118,6 +146,16 @@ class FaceAnalyzer:
         """Locate faces frame by frame (tracking is sequential), infer them together, aggregate in order."""
         located = [self.locate(f) for f in frames]
         return [self.aggregate(b) for b in self.infer(frames, located)]
+
+    def tracking_facts(self) -> dict:
+        """What the identity stages did, for summary.json."""
+        return {
+            "min_face_px": self.min_face.min_px,
+            "faces_below_min_face": self.min_face.skipped,
+            "shot_cuts": None if self.shots is None else self.shots.cuts,
+            "reidentified": self.tracker.book.reids,
+            "appearance_vetoes": self.tracker.book.vetoes,
+        }
 
     def reset(self) -> None:
         """Forget every track and statistic (the next frame starts a new clip); models stay loaded."""

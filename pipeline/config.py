@@ -21,8 +21,12 @@ DETECTOR_MODELS: dict[str, str] = {
 }
 """Detector name -> the store model it runs; the keys are the valid `--detector` values."""
 
-FEATURES_VERSION = 1
-"""Bump when what a cached clip holds, or how it is computed, changes."""
+FEATURES_VERSION = 2
+"""Bump when what a cached clip holds, or how it is computed, changes (2: the tracker's second stage adds
+low-score faces that continue a track)."""
+
+MIN_FACE_PX = 24
+"""Default `--min-face`: the shorter box side, in frame pixels, a face needs to be inferred."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,16 @@ class AnalyzerConfig:
     attributes_every_s: float = 1.0  # gender/age per track this often (0: every face, every frame)
     threads: int | None = 1  # CPU threads for inference; 1 measured best beside decode/detect/encode threads
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
+    min_face_px: int = MIN_FACE_PX  # smaller faces are tracked and drawn, not inferred (docs/tracking.md)
+    cut_detection: bool = True  # end every track at a shot boundary (stages/shots.py)
+    reid_window_s: float = 5.0  # how long a lost or cut track's id may come back (0: never; appearance.py)
+    track_min_hits: int = 2  # detections a track needs for an id (a photo's faces get one at once)
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.min_face_px < 0 or self.track_min_hits < 1 or self.reid_window_s < 0:
+            raise ValueError("min_face_px and reid_window_s must be >= 0, track_min_hits >= 1")
 
 
 def model_set(config: AnalyzerConfig, store=None) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 from engines.backends import BACKEND_CHOICES
 from engines.errors import EmostreamError
 from engines.nets.heads import DEFAULT_HEADS, DEFAULT_QUALITY, QUALITIES, QUALITY_HELP, head_names
-from pipeline.config import DETECTOR_MODELS, AnalyzerConfig
+from pipeline.config import DETECTOR_MODELS, MIN_FACE_PX, AnalyzerConfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -34,7 +34,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_analyzer_args(p: argparse.ArgumentParser) -> None:
-    """--models-dir, --detector, --detect-every, --heads, --quality, --backend."""
+    """--models-dir, --detector, --detect-every, --min-face, --heads, --quality, --backend."""
     add_model_args(p)
     p.add_argument("--detector", default="yunet", choices=list(DETECTOR_MODELS))
     p.add_argument(
@@ -43,6 +43,13 @@ def add_analyzer_args(p: argparse.ArgumentParser) -> None:
         default=3,
         metavar="N",
         help="detect on every Nth frame, the tracker predicts boxes between (default 3; 1 = every frame)",
+    )
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=MIN_FACE_PX,
+        metavar="PX",
+        help=f"faces with a shorter box side are tracked and drawn but not inferred (default {MIN_FACE_PX})",
     )
     p.add_argument(
         "--heads",
@@ -68,6 +75,8 @@ def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
     """The AnalyzerConfig that the analyzer options in `args` describe."""
     if args.detect_every < 1:
         raise UsageError(f"--detect-every must be >= 1, got {args.detect_every}")
+    if getattr(args, "min_face", 0) < 0:
+        raise UsageError(f"--min-face must be >= 0, got {args.min_face}")
     return AnalyzerConfig(
         detector=args.detector,
         detect_every=args.detect_every,
@@ -76,6 +85,7 @@ def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
         backend=args.backend,
         models_dir=args.models_dir,
         extra_head=getattr(args, "head", None),
+        min_face_px=getattr(args, "min_face", MIN_FACE_PX),
     )
 
 

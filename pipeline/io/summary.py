@@ -10,7 +10,8 @@ from pipeline.io.sinks import write_tracks_csv
 
 
 def analyzer_facts(analyzer) -> dict:
-    """Models (name + sha256), detector, detection interval, heads, quality and the backend that ran."""
+    """Models (name + sha256), detector, detection interval, heads, quality, the backend that ran, and what
+    the identity stages did."""
     return {
         "models": [{"name": n, "sha256": s} for n, s in analyzer.net.models],
         "detector": analyzer.config.detector,
@@ -18,6 +19,7 @@ def analyzer_facts(analyzer) -> dict:
         "heads": list(analyzer.net.config.heads),
         "quality": analyzer.net.config.quality,
         "backend": analyzer.net.backend_name,
+        "tracking": analyzer.tracking_facts(),  # min face, faces below it, cuts, re-ids, vetoes
     }
 
 

@@ -122,8 +122,9 @@ def extract_features(
 
 def _feature_config(config: AnalyzerConfig) -> AnalyzerConfig:
     """The analyzer config features are made with: no few-shot head (features are what heads train on), and
-    the full graph on every face (the fused embedding of each frame, not per-track attribute refresh)."""
-    return dataclasses.replace(config, extra_head=None, attributes_every_s=0.0)
+    the full graph on every face, however small (the fused embedding of each frame, not per-track
+    attribute refresh)."""
+    return dataclasses.replace(config, extra_head=None, attributes_every_s=0.0, min_face_px=0)
 
 
 def _cache_path(cache: Path, digest: str, key: str) -> Path:

@@ -46,8 +46,9 @@ class AttributeRefresh:
         return need
 
     def infer(self, crops: np.ndarray, track_ids: np.ndarray, times_s: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for every crop, as the full graph names them (without `embedding`, which only fresh
-        rows would have)."""
+        """Outputs for every crop, as the full graph names them; `embedding` only on the rows that ran the
+        full graph (NaN on the others: the emotion-only graph's embedding is narrower). The tracker's
+        appearance reads it."""
         stale = self.stale(track_ids, times_s)
         fresh = self.full.infer(crops[stale])
         quick = self.emotion.infer(crops[~stale])
@@ -56,11 +57,11 @@ class AttributeRefresh:
         self._remember(fresh, track_ids[stale], times_s[stale], set(fresh) - set(quick))
         merged = {}
         for key, values in fresh.items():
-            if key == "embedding":
-                continue
             out = np.empty((len(crops), *values.shape[1:]), values.dtype)
             out[stale] = values
-            if key in quick:
+            if key == "embedding":
+                out[~stale] = np.nan
+            elif key in quick:
                 out[~stale] = quick[key]
             else:
                 out[~stale] = [self._cache[tid][1][key] for tid in track_ids[~stale]]

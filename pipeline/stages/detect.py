@@ -4,6 +4,11 @@ Every detector runs on a reduced copy of the frame (longest side `max_side`, nev
 boxes and landmarks back to full-resolution pixels. Landmarks follow YuNet's order, which names the
 points from the subject's view: right eye, left eye, nose tip, right mouth corner, left mouth corner
 (so for a frontal face the image-left eye comes first). MediaPipe uses the same convention.
+
+Each detector names its `high_score` (the score a face needs on its own) and returns faces down to
+`low_score` (default: the high score). The analyzer asks for LOW_SCORE: its tracker trusts high-score faces
+to start tracks and lets the ones between only continue confirmed tracks (ByteTrack's second stage,
+docs/tracking.md); anyone else calling a detector gets only faces it trusts.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ DEFAULT_MAX_SIDE = 640
 (480 drops to 3-10 with more false hits), ~6 ms per frame for both 640x360 and 1080p video, where
 800 costs ~11 ms for little gain. YuNet was trained at 640x640; OpenCV pads the input to a multiple
 of 32 itself, so the reduced size need not be one. INTER_LINEAR: same faces as INTER_AREA, 5x cheaper."""
+
+LOW_SCORE = 0.3
+"""Lowest score a detector returns for the tracker. YuNet on the 1080p crowd (every 3rd frame): 87 of 425
+faces score 0.3-0.6, small faces at the back that the high threshold lost for a pass or two."""
 
 MOUTH_HALF_WIDTH = 0.414
 """Half mouth width as a fraction of the eye-to-eye vector, from the ArcFace 5-point template
@@ -84,12 +93,14 @@ class YuNetDetector:
         score_threshold: float = 0.6,
         nms_threshold: float = 0.3,
         top_k: int = 5000,
+        low_score: float | None = None,
     ) -> None:
-        self.max_side = max_side
+        self.max_side, self.high_score = max_side, score_threshold
+        self.low_score = low_score = min(low_score or score_threshold, score_threshold)
         self._input_wh = (max_side, max_side)
         with _quiet_opencv():  # OpenCV 5 warns about targets on every create
             self._net = cv2.FaceDetectorYN.create(
-                str(model_path), "", self._input_wh, score_threshold, nms_threshold, top_k
+                str(model_path), "", self._input_wh, low_score, nms_threshold, top_k
             )
 
     def detect(self, frame: Frame, max_side: int | None = None) -> FaceBatch:
@@ -124,13 +135,15 @@ class BlazeFaceDetector:
         max_side: int = DEFAULT_MAX_SIDE,
         score_threshold: float = 0.5,
         nms_threshold: float = 0.3,
+        low_score: float | None = None,
     ) -> None:
-        self.max_side = max_side
+        self.max_side, self.high_score = max_side, score_threshold
+        self.low_score = min(low_score or score_threshold, score_threshold)
         self._mp, vision, base_options = _import_mediapipe()
         options = vision.FaceDetectorOptions(
             base_options=base_options(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=score_threshold,
+            min_detection_confidence=self.low_score,
             min_suppression_threshold=nms_threshold,
         )
         with _quiet_stderr():  # LiteRT prints INFO/WARNING lines straight to fd 2 on create and first run

@@ -29,11 +29,13 @@ def test_refresh_matches_the_full_graph_on_emotion_and_holds_attributes(frames):
     assert [len(b) for b in refreshed] == [len(b) for b in full]
     for a, b in zip(refreshed, full, strict=True):
         np.testing.assert_allclose(a.outputs["emotion"], b.outputs["emotion"], atol=1e-4)
-        assert "age" in a.outputs and "gender" in a.outputs and "embedding" not in a.outputs
+        assert "age" in a.outputs and "gender" in a.outputs
     ages = np.array([b.outputs["age"][0] for b in refreshed if len(b)])
     times = np.array([b.time_s for b in refreshed if len(b)])
     # 2.4 s of one face: its attributes are computed at ~0, ~1 and ~2 s (plus its untracked first sighting)
     assert 3 <= analyzer.refresh.full_rows <= 5 and analyzer.refresh.emotion_rows >= 60
+    embedded = sum(int(np.isfinite(b.outputs["embedding"]).all(1).sum()) for b in refreshed)
+    assert embedded == analyzer.refresh.full_rows  # the appearance's input: full-graph rows only, NaN else
     changes = times[1:][np.diff(ages) != 0]
     assert len(changes) <= 3 and np.all(np.diff(changes) >= 0.99)
 
@@ -63,10 +65,11 @@ def test_reset_forgets_attributes_so_a_new_clip_gets_its_own(frames):
 def test_ended_tracks_leave_the_attribute_cache(media_dir):
     with open_source(media_dir / "facenet_crowd_walking_1080p.mp4") as src:
         clip = list(src)
-    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=3))
+    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=3, reid_window_s=0.5))
     for i in range(0, len(clip), 4):
         analyzer.process(clip[i : i + 4])
-    alive = {t.track_id for t in analyzer.tracker._tracks}
+    # an id ends for good once its re-identification window has passed
+    alive = {t.track_id for t in analyzer.tracker._tracks} | set(analyzer.tracker.book.gallery)
     assert len(analyzer.aggregator.track_summaries()) > len(alive)  # people left: some tracks ended
     assert set(analyzer.refresh._cache) <= alive
     analyzer.close()

@@ -240,3 +240,35 @@ def test_near_duplicate_timestamps_do_not_turn_jitter_into_speed():
     run(tracker, [(0.0, [box_at(100, 100)]), (0.001, [box_at(102, 100)])])  # VFR: 1 ms apart, 2 px jitter
     predicted = tracker.predict(2, 0.1, (640, 360))
     assert abs(predicted.xyxy[0, 0] - 102) < 20  # 2000 px/s would put it 200 px away
+
+
+def _confirmed_pair(tracker, scores=(0.9, 0.9)):
+    """Two still faces side by side (A at x 0-100, B at x 100-200), confirmed over two frames."""
+    boxes = [[0, 0, 100, 100], [100, 0, 200, 100]]
+    run(tracker, [(0.0, boxes, list(scores)), (1 / 30, boxes, list(scores))])
+
+
+@pytest.mark.parametrize(
+    ("score", "a_xyxy", "b_xyxy"),
+    [
+        # stage 1 (iou_min 0.3): IoU(A,a)=0.43 is the only pair inside the gate, but A-b (0.29) + B-a (0.25)
+        # has the larger IoU sum: assigning first, then dropping both, left A without its detection
+        (0.9, [40, 0, 140, 100], [-55, 0, 45, 100]),
+        # stage 2 (low scores, low_iou_min 0.5): IoU(A,a)=0.54 against A-b (0.45) + B-a (0.18)
+        (0.3, [30, 0, 130, 100], [-38, 0, 62, 100]),
+    ],
+)
+def test_gating_before_assignment_keeps_the_feasible_pair(score, a_xyxy, b_xyxy):
+    tracker = Tracker()
+    _confirmed_pair(tracker)
+    out = run(tracker, [(2 / 30, [a_xyxy, b_xyxy], [score, score])])[0]
+    assert id_near(out, a_xyxy[:2]) == 1  # face A continues on a (the old code: a new face, or dropped)
+
+
+def test_low_score_detections_only_continue_confirmed_tracks():
+    """Between low and high score a face may continue a confirmed track, never a tentative or a new one."""
+    tracker = Tracker()
+    run(tracker, [(0.0, [box_at(100, 100)], [0.9])])  # first pass: confirmed at once (id 1)
+    run(tracker, [(0.1, [box_at(100, 100), box_at(400, 100)], [0.9, 0.9])])  # the second face: tentative
+    out = run(tracker, [(0.2, [box_at(100, 100), box_at(400, 100)], [0.3, 0.3])])[0]
+    assert out.track_ids.tolist() == [1]  # the tentative face's low-score detection is dropped
