@@ -43,7 +43,11 @@ def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
     assert summary["faces"] == 1 and summary["input"]["is_still"]
     again = emostream("run", media_dir / "fer_justin_smile.jpg", "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert emostream("run", media_dir / "fer_justin_smile.jpg", "--out", out, "--overwrite").returncode == 0
+    photo = media_dir / "fer_justin_smile.jpg"
+    big = emostream("run", photo, "--out", out, "--overwrite", "--min-face", "2000")
+    assert big.returncode == 0, big.stderr
+    tracking = json.loads((out / "summary.json").read_text())["tracking"]
+    assert tracking["min_face_px"] == 2000 and tracking["faces_below_min_face"] == 1  # tracked, not inferred
 
 
 @pytest.mark.parametrize(
@@ -51,6 +55,7 @@ def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
     [
         (["run", "x.mp4", "--out", "o", "--detect-every", "0"], "--detect-every"),
         (["run", "x.mp4", "--out", "o", "--detector", "nope"], "invalid choice"),
+        (["run", "x.mp4", "--out", "o", "--min-face", "-1"], "--min-face"),
         (["models", "verify", "no-such-model"], "no-such-model"),
         # raised in the subcommand modules
         (["live", "--serve", "localhost:x"], "--serve"),
