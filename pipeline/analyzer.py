@@ -55,13 +55,18 @@ class FaceAnalyzer:
 
     def _new_clip_state(self) -> None:
         from pipeline.stages.aggregate import Aggregator
+        from pipeline.stages.appearance import default_window_s
         from pipeline.stages.track import Tracker
 
         self.tracker = Tracker(
             high_score=self.detector.high_score,
             low_score=self.detector.low_score,
             min_hits=self.config.track_min_hits,
-            reid_window_s=self.config.reid_window_s,
+            reid_window_s=(
+                default_window_s(self.net.config.quality)
+                if self.config.reid_window_s is None
+                else self.config.reid_window_s
+            ),
         )
         if self.shots is not None:
             self.shots.reset()

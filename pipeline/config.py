@@ -44,13 +44,13 @@ class AnalyzerConfig:
     extra_head: str | None = None  # few-shot head file (`emostream train-head`): outputs head, head_label
     min_face_px: int = MIN_FACE_PX  # smaller faces are tracked and drawn, not inferred (docs/tracking.md)
     cut_detection: bool = True  # end every track at a shot boundary (stages/shots.py)
-    reid_window_s: float = 5.0  # how long a lost or cut track's id may come back (0: never; appearance.py)
+    reid_window_s: float | None = None  # how long a lost/cut id may come back (0: never; None: the net's)
     track_min_hits: int = 2  # detections a track needs for an id (a photo's faces get one at once)
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-        if self.min_face_px < 0 or self.track_min_hits < 1 or self.reid_window_s < 0:
+        if self.min_face_px < 0 or self.track_min_hits < 1 or (self.reid_window_s or 0) < 0:
             raise ValueError("min_face_px and reid_window_s must be >= 0, track_min_hits >= 1")
 
 

@@ -7,7 +7,7 @@ people), and `gap`: the man's clip, 1.5 s of black (longer than the tracker's ma
 again (the same person leaves and returns). Every clip goes through `emostream run`
 (pipeline.runtime.offline, no video written) with the default analyzer.
 
-    python tools/tracking_figures.py ../shared/media              # this tree
+    python tools/tracking_figures.py ../shared/media [--quality fast]      # this tree
     PYTHONPATH=/tmp/main-tree python tools/tracking_figures.py ../shared/media   # the code before
 
 Only AnalyzerConfig fields the imported code knows are set, so the same script measures older trees.
@@ -156,13 +156,13 @@ def _reborn(tracks: list[list]) -> int:
     return count
 
 
-def measure(media: Path, work: Path) -> dict:
-    results = {name: identity_figures(run_clip(media / name)) for name in (*ONE_PERSON, CROWD)}
+def measure(media: Path, work: Path, **config) -> dict:
+    """Figures of every clip with the analyzer `config` (e.g. quality="fast")."""
+    results = {name: identity_figures(run_clip(media / name, **config)) for name in (*ONE_PERSON, CROWD)}
     cut_s = build_cut_clip(media, work / "cut.mp4")
-    results["cut (woman | man)"] = identity_figures(run_clip(work / "cut.mp4"), cut_s)
+    results["cut (woman | man)"] = identity_figures(run_clip(work / "cut.mp4", **config), cut_s)
     gap = build_gap_clip(media, work / "gap.mp4")
-    for label, window_s in (("gap (man, black, man), re-id on", 5.0), ("gap, re-id off", 0.0)):
-        results[label] = identity_figures(run_clip(work / "gap.mp4", reid_window_s=window_s), sum(gap) / 2)
+    results["gap (man, black, man)"] = identity_figures(run_clip(work / "gap.mp4", **config), sum(gap) / 2)
     return results
 
 
@@ -177,10 +177,11 @@ def markdown(results: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("media", type=Path)
+    ap.add_argument("--quality", help="the net's quality (default: the analyzer's default)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = measure(args.media, Path(tmp))
+        results = measure(args.media, Path(tmp), **({"quality": args.quality} if args.quality else {}))
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -32,6 +32,20 @@ SPLIT_BELOW = 0.35
 """Cosine under which a box-only match is vetoed (below the same face's 1st percentile in the crowd)."""
 MIN_OBSERVATIONS = 2
 """Observations a track's average needs before it may veto a match."""
+IDENTITY_QUALITIES = ("fast",)
+"""Net qualities whose `embedding` was measured to tell people apart (the thresholds above). The project's
+own multi-task net ("mtl") was measured not to: its embedding follows expression (the woman against the
+man: median 0.97 for one frame against the other's nearest exemplar, the man against himself 0.99), so no
+threshold keeps a different person from inheriting an id; with it appearance stays off (boxes and cuts
+only). Re-measure (docs/tracking.md) before adding a quality."""
+DEFAULT_WINDOW_S = 5.0
+
+
+def default_window_s(quality: str) -> float:
+    """How long a lost or cut id may come back by appearance with this net quality (0: never)."""
+    return DEFAULT_WINDOW_S if quality in IDENTITY_QUALITIES else 0.0
+
+
 REID_SHIFT_SIDES = 3.0
 """Within a shot, a returning face must reappear within (1 + seconds away) x this many box sides of where it
 was lost (a walking person's reach); after a cut anywhere goes."""

@@ -45,7 +45,8 @@ class Tracker:
 
     Scores split detections into high (>= high_score) and low (>= low_score); `gains` are the alpha-beta
     filter's position and velocity gains (higher: follows detections more closely, smooths less);
-    `reid_window_s` how long a lost or cut track may be re-identified (0: never).
+    `reid_window_s` how long a lost or cut track may be re-identified (0: never, and no appearance veto:
+    for nets whose embedding does not tell people apart).
     """
 
     def __init__(
@@ -231,7 +232,7 @@ class Tracker:
                 self._reidentify(track, v)
             return
         vetoed = track.appearance.count >= MIN_OBSERVATIONS and track.appearance.similarity(v) < SPLIT_BELOW
-        if detected and track.track_id != UNTRACKED and vetoed:
+        if detected and track.track_id != UNTRACKED and vetoed and self.book.window_s > 0:
             self._split(track, v)
             return
         track.appearance.add(v)

@@ -22,10 +22,11 @@ def built(media_dir, tmp_path_factory):
     }
 
 
-def test_no_track_spans_a_hard_cut_between_two_people(built):
+@pytest.mark.parametrize("quality", ["fast", "mtl"])
+def test_no_track_spans_a_hard_cut_between_two_people(built, quality):
     """The man starts where the woman's face was: box-only tracking gave him her id (one track, 2 people)."""
     path, cut_s = built["cut"]
-    rows = run_clip(path)
+    rows = run_clip(path, quality=quality)
     before = {r["track_id"] for r in rows if r["time_s"] < cut_s and r["track_id"] >= 0}
     after = {r["track_id"] for r in rows if r["time_s"] >= cut_s and r["track_id"] >= 0}
     assert before and after and not before & after
@@ -34,8 +35,9 @@ def test_no_track_spans_a_hard_cut_between_two_people(built):
 
 @pytest.mark.parametrize(("window_s", "same_id"), [(5.0, True), (0.0, False)])
 def test_the_same_person_back_after_a_gap_keeps_the_id_with_reidentification(built, window_s, same_id):
+    """With the fused net (quality fast), whose embedding tells people apart (docs/tracking.md)."""
     path, (gap_start_s, gap_end_s) = built["gap"]
-    rows = run_clip(path, reid_window_s=window_s)
+    rows = run_clip(path, quality="fast", reid_window_s=window_s)
     first = {r["track_id"] for r in rows if r["time_s"] < gap_start_s}
     second = {r["track_id"] for r in rows if r["time_s"] >= gap_end_s + 0.5 and r["track_id"] >= 0}
     assert len(second) == 1 and (second <= first) == same_id
@@ -47,6 +49,13 @@ def test_the_same_person_back_after_a_gap_keeps_the_id_with_reidentification(bui
 def test_one_person_clips_keep_one_track_over_nine_tenths_of_their_faces(media_dir, video):
     figures = identity_figures(run_clip(media_dir / video))
     assert figures["main_share"] >= 0.9 and figures["jumps"] == 0
+
+
+@pytest.mark.parametrize(("quality", "window_s"), [("fast", 5.0), ("mtl", 0.0)])
+def test_appearance_is_on_only_for_nets_whose_embedding_tells_people_apart(quality, window_s):
+    analyzer = FaceAnalyzer(AnalyzerConfig(quality=quality))
+    assert analyzer.tracker.book.window_s == window_s
+    analyzer.close()
 
 
 def test_low_score_faces_continue_confirmed_tracks_on_the_crowd(media_dir):
