@@ -19,7 +19,7 @@ WHEEL = f"av-{gc.AV_VERSION}-cp311-abi3-manylinux_2_28_x86_64.whl"
 def _expected(shared: Path) -> dict[str, Path]:
     """Carried path -> source, written out here independently of gpu_check's own lists."""
     models = [p for p in (shared / "models").iterdir() if p.suffix in (".onnx", ".hdf5", ".h5", ".tflite")]
-    wanted = {f"models/{p.name}": p for p in models if "mobilefacenet" not in p.name}  # not in the registry
+    wanted = {f"models/{p.name}": p for p in models}  # every mirrored model is in the registry
     wanted |= {f"models/reference/{p.name}": p for p in (shared / "models" / "reference").glob("*.onnx")}
     media = [p for p in (shared / "media").iterdir() if p.suffix in (".jpg", ".png")]
     media += [
