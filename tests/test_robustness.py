@@ -151,6 +151,7 @@ def _live(path, out, as_nobody=False):
         (B.ODD, "1x1.png", 0),
         (B.ODD, "resolution-change.ts", 0),
         (B.ODD, "16-bit.png", 0),
+        (B.ODD, "panorama-16400x1200.jpg", 0),  # annotated.mp4 scaled to what libx264 opens
     ],
 )
 def test_live_source_gives_the_same_word_as_run(folder, media_dir, kind, name, code):
