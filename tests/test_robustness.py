@@ -1,7 +1,7 @@
-"""Every input of the bad-input corpus through `emostream run` as a user would run it (issue 7).
+"""Every input of the bad-input corpus through `emostream run` as a user would run it (issues 7, 16).
 
 Unusable -> exit 2 and one line naming the file; partly readable -> exit 3, outputs valid, loss reported;
-odd but valid -> exit 0.
+odd but valid -> exit 0. Hostile ones (issue 16) also within bounded memory and time.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import av
@@ -85,8 +87,53 @@ def test_odd_but_valid_input_just_works(folder, media_dir, name):
     else:
         with av.open(str(out / "annotated.mp4")) as c:
             assert sum(1 for _ in c.decode(video=0)) == summary["frames_processed"]
-    if name in {"still-image-as.mp4", "8k.png", "grayscale.png", "16-bit.png"}:
+    if name in {"still-image-as.mp4", "8k.png", "grayscale.png", "16-bit.png", "panorama-16400x1200.jpg"}:
         assert summary["faces"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment", "frames"),
+    [
+        ("corrupt-run-mid.mp4", "damaged packets", range(400 - 100 - 24, 300)),
+        ("trailing-garbage.ts", "trailing garbage", range(48, 49)),
+    ],
+)
+def test_damage_mid_file_or_after_the_video_keeps_the_good_part_and_exits_3(
+    folder, media_dir, name, fragment, frames
+):
+    path = B.build(B.DAMAGED, name, folder, media_dir)
+    out = folder / "out"
+    r = emostream("run", path, "--out", out)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 3 and len(lines) == 1 and fragment in lines[0] and path.name in lines[0], r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_processed"] in frames and fragment in summary["input"]["last_error"]
+    with av.open(str(out / "annotated.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == summary["frames_processed"]
+
+
+def test_a_huge_image_is_refused_from_its_header_in_bounded_memory(folder, media_dir):
+    """40000x40000 (1.6 gigapixels, 200 KB): OpenCV alone needs 4.8 GB or raises; the header says no first."""
+    path = B.build(B.UNUSABLE, "huge-40000x40000.png", folder, media_dir)
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(path), "--out", str(folder / "out")]
+    code, stderr, peak_mb = B.run_measured(cmd, timeout_s=300)
+    assert code == 2 and "over the pixel budget of 100 MP" in stderr and "Traceback" not in stderr
+    assert peak_mb < 400, f"peak {peak_mb:.0f} MB"
+
+
+def test_a_fifo_nobody_writes_to_and_a_server_that_never_answers_are_timeouts(folder):
+    fifo = folder / "camera.fifo"
+    os.mkfifo(fifo)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"rtsp://admin:s3cret@127.0.0.1:{listener.getsockname()[1]}/live"
+        for source, fragment in ((fifo, "FIFO gave no data within 1 s"), (url, "no answer within 1 s")):
+            t0 = time.monotonic()
+            r = emostream("run", source, "--out", folder / "out", "--timeout", "1")
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+            assert "timed out" in lines[0] and "s3cret" not in lines[0] and time.monotonic() - t0 < 60
 
 
 def _live(path, out, as_nobody=False):
@@ -98,11 +145,13 @@ def _live(path, out, as_nobody=False):
 @pytest.mark.parametrize(
     ("kind", "name", "code"),
     [(B.UNUSABLE, n, 2) for n in B.UNUSABLE]
+    + [(B.DAMAGED, n, 3) for n in B.DAMAGED]
     + [
         (B.PARTIAL, "truncated-30pct.mp4", 3),
         (B.ODD, "1x1.png", 0),
         (B.ODD, "resolution-change.ts", 0),
         (B.ODD, "16-bit.png", 0),
+        (B.ODD, "panorama-16400x1200.jpg", 0),  # annotated.mp4 scaled to what libx264 opens
     ],
 )
 def test_live_source_gives_the_same_word_as_run(folder, media_dir, kind, name, code):

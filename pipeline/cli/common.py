@@ -7,6 +7,8 @@ modules, so building the parser loads no engine. Nothing here prints.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from engines.backends import BACKEND_CHOICES
@@ -22,6 +24,75 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(EmostreamError):
     """A bad option value: one line on stderr and exit code 2, like any EmostreamError."""
+
+
+DASH_HINT = "a file name that starts with '-' goes after '--', e.g. emostream run --out DIR -- -name.mp4"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2 (argparse prints the
+    whole usage, 3-8 lines). Subcommand parsers are of the same class, so the rule holds everywhere."""
+
+    _args: list[str] = []  # noqa: RUF012  (per instance once parsed; the class default is "none seen")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):  # type: ignore[override]
+        line = f"emostream: error: {' '.join(message.split())}"
+        if self._dash_file_name(message):
+            line += f" ({DASH_HINT})"
+        else:
+            line += f" (see '{self.prog} --help')"
+        print(line, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    def _dash_file_name(self, message: str) -> bool:
+        """An argument starting with '-' that is no option here but a file, or a positional is missing."""
+        options = self._option_string_actions
+        unknown = [a for a in self._args if a.startswith("-") and a != "-" and a.split("=")[0] not in options]
+        if "unrecognized arguments" in message:
+            return any(os.path.exists(a) for a in unknown)
+        missing = "the following arguments are required" in message
+        return missing and any(os.path.exists(a) or "." in a for a in unknown)
+
+
+def pixel_count(text: str) -> int:
+    """--max-pixels: a pixel count, plain (100000000) or in megapixels (100M, 100MP)."""
+    t = text.strip().upper().removesuffix("P")
+    try:
+        n = float(t[:-1]) * 1e6 if t.endswith("M") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel count such as 100M, got {text!r}") from None
+    if not n >= 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel, got {text!r}")
+    return int(n)
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """--max-pixels and --timeout: the limits a hostile input meets before it costs memory or time."""
+    p.add_argument(
+        "--max-pixels",
+        type=pixel_count,
+        default=100_000_000,
+        metavar="N",
+        help="pixel budget of a still image, checked from its header before decoding: a larger JPEG is "
+        "decoded at 1/2, 1/4 or 1/8 size, any other larger image refused (default 100M)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a network stream, FIFO or device may take to open or to deliver data (default 10)",
+    )
+
+
+def check_timeout(args: argparse.Namespace) -> float:
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    return args.timeout
 
 
 def split_list(text: str) -> list[str]:
@@ -106,4 +177,6 @@ def offline_job(args: argparse.Namespace, input_path: str, out: Path):
         audio=not args.no_audio,
         start_s=args.start,
         end_s=args.end,
+        max_pixels=args.max_pixels,
+        timeout_s=check_timeout(args),
     )

@@ -11,7 +11,10 @@ from pipeline.cli.common import (
     EXIT_PARTIAL,
     UsageError,
     add_analyzer_args,
+    add_input_args,
     analyzer_config,
+    check_timeout,
+    split_list,
 )
 
 
@@ -22,11 +25,29 @@ def add_live_parser(sub) -> None:
     where.add_argument("--source", metavar="URL_OR_FILE", help="network stream (rtsp/http/...) or video file")
     live.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate")
     live.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
-    live.add_argument("--serve", metavar="HOST:PORT", help="serve the preview page, e.g. 127.0.0.1:8080")
+    live.add_argument(
+        "--serve",
+        metavar="HOST:PORT",
+        help="serve the preview page, e.g. 127.0.0.1:8080; on any other address than loopback it needs an "
+        "access token, printed in its URL on stderr",
+    )
+    live.add_argument(
+        "--serve-token",
+        metavar="TOKEN",
+        help="the preview's access token (default: a random one off loopback, none on loopback)",
+    )
+    live.add_argument(
+        "--serve-hosts",
+        default="",
+        metavar="NAMES",
+        help="comma-separated host names the preview answers to besides IP addresses, localhost and this "
+        "machine's name (a name in a reverse proxy, say): any other Host header is refused",
+    )
     live.add_argument("--no-window", action="store_true", help="no OpenCV window even where a display exists")
     live.add_argument("--out", type=Path, help="output folder (default: show only, write nothing)")
     live.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
     live.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
+    add_input_args(live)
     add_analyzer_args(live)
     live.set_defaults(func=cmd_live)
 
@@ -56,6 +77,10 @@ def cmd_live(args: argparse.Namespace) -> int:
         realtime=args.realtime,
         max_seconds=args.max_seconds,
         serve=_parse_serve(args.serve) if args.serve else None,
+        serve_token=args.serve_token,
+        serve_hosts=tuple(split_list(args.serve_hosts)),
+        timeout_s=check_timeout(args),
+        max_pixels=args.max_pixels,
         window=window,
         write_video=not args.no_video,
         overwrite=args.overwrite,
@@ -63,7 +88,10 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     def ready(url: str | None) -> None:
         if url:
-            print(f"emostream: preview at {url}", file=sys.stderr, flush=True)
+            private = "this machine only"
+            if "?token=" in url:
+                private = "anyone with this URL can watch: keep it private"
+            print(f"emostream: preview at {url} ({private})", file=sys.stderr, flush=True)
         elif not job.window and job.out_dir is None:
             print("emostream: no display, --serve or --out: only the summary will be shown", file=sys.stderr)
 

@@ -2,6 +2,7 @@
 
 Exit codes: 0 done; 2 unusable input or bad usage (one line on stderr, no traceback); 3 input only
 partly readable (what decoded was processed); 130 interrupted (outputs written so far are valid).
+Every line printed is shown without the credentials a source URL may carry.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import signal
 import sys
 
 from engines.errors import EmostreamError  # light: exceptions only
-from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser
 from pipeline.cli.gpu import add_gpu_parsers
 from pipeline.cli.live import add_live_parser
 from pipeline.cli.models import add_models_parser
 from pipeline.cli.run import add_run_parser
 from pipeline.cli.score import add_score_parsers
 from pipeline.cli.train import add_train_parsers
+from pipeline.io.urls import redact_urls
 
 DESCRIPTION = "Faces, their emotions, gender and age in videos, photos, cameras and streams."
 EPILOG = (
@@ -31,7 +33,7 @@ EPILOG = (
 def build_parser() -> argparse.ArgumentParser:
     import pipeline
 
-    parser = argparse.ArgumentParser(prog="emostream", description=DESCRIPTION, epilog=EPILOG)
+    parser = OneLineParser(prog="emostream", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"emostream {pipeline.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
@@ -58,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EmostreamError as e:
-        print(f"emostream: error: {e}", file=sys.stderr)
+        print(redact_urls(f"emostream: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("emostream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:  # disk full, permissions, a vanished folder: still one line, never a traceback
         where = f"{e.filename}: " if e.filename else ""
-        print(f"emostream: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(redact_urls(f"emostream: error: {where}{e.strerror or e}"), file=sys.stderr)
         return EXIT_USAGE
     finally:  # the outputs are final now: a late Ctrl-C must not turn the exit code into a signal death
         signal.signal(signal.SIGINT, signal.SIG_IGN)

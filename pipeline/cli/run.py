@@ -7,7 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_PARTIAL, add_analyzer_args, offline_job
+from pipeline.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    add_analyzer_args,
+    add_input_args,
+    offline_job,
+)
+from pipeline.io.urls import redact_urls
 
 
 def add_run_parser(sub) -> None:
@@ -17,11 +24,12 @@ def add_run_parser(sub) -> None:
         description="Process a video or image, or many of them, into per-face and per-track results and "
         "an annotated copy. Many inputs (a folder, a glob pattern, a .txt list with one path per line, or "
         "several paths) get one output folder each under --out, plus --out/index.csv.",
+        epilog="A file name that starts with '-' goes after '--': emostream run --out DIR -- -name.mp4",
     )
     run.add_argument(
         "input",
         nargs="+",
-        help="video (anything FFmpeg reads) or image; or a folder, glob pattern or .txt list of them",
+        help="video (anything FFmpeg reads), image or stream URL; or a folder, glob or .txt list of them",
     )
     run.add_argument("--out", required=True, type=Path, help="output folder")
     run.add_argument("--no-video", action="store_true", help="skip the annotated video or picture")
@@ -34,6 +42,7 @@ def add_run_parser(sub) -> None:
         help="replace outputs of an earlier run in --out (many inputs: redo finished ones too)",
     )
     run.add_argument("--head", metavar="FILE", help="few-shot head from train-head: an extra per-face output")
+    add_input_args(run)
     add_analyzer_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -54,14 +63,15 @@ def run_one(args: argparse.Namespace, input_path: str) -> int:
     from pipeline.runtime.offline import run_job
 
     job = offline_job(args, input_path, args.out)
-    with tqdm(unit="frame", disable=not sys.stderr.isatty(), desc=Path(input_path).name) as bar:
+    shown = redact_urls(input_path)
+    with tqdm(unit="frame", disable=not sys.stderr.isatty(), desc=Path(shown).name) as bar:
         summary = run_job(job, on_frame=lambda f, b: bar.update(1), on_start=lambda n: bar.reset(total=n))
     t = summary["timings"]
     print(
         f"{summary['frames_processed']} frames, {summary['faces']} faces, {summary['tracks']} tracks "
         f"in {t['wall_s']:.1f} s ({t['end_to_end_fps']:.1f} fps) -> {args.out}"
     )
-    return _exit_code(summary, input_path)
+    return _exit_code(summary, shown)
 
 
 def _exit_code(summary: dict, input_name: str) -> int:

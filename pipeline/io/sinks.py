@@ -197,10 +197,25 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+ENCODER_MAX_SIDE = 16384
+ENCODER_MAX_PIXELS = 16384 * 16000
+"""The largest picture libx264 opens: 16,384 per side, and a bit under 2^28 pixels in all (measured)."""
+
+
+def encodable_wh(wh: tuple[int, int]) -> tuple[int, int]:
+    """`wh` scaled down (aspect kept) to what the H.264 encoder accepts, with the even sides yuv420p needs."""
+    w, h = wh
+    scale = min(1.0, ENCODER_MAX_SIDE / max(w, h), math.sqrt(ENCODER_MAX_PIXELS / (w * h)))
+    if scale < 1.0:  # rounded, then made even downwards: never past a limit
+        w, h = (max(2, min(ENCODER_MAX_SIDE, round(v * scale)) // 2 * 2) for v in (w, h))
+    return w + w % 2, h + h % 2
+
+
 class VideoSink:
     """annotated.mp4 through PyAV/libx264, keeping each frame's own presentation time (VFR-safe).
 
-    Fragmented MP4 so the file stays playable up to the last fragment even if the process dies.
+    Fragmented MP4 so the file stays playable up to the last fragment even if the process dies. A picture
+    larger than the encoder accepts (a panorama wider than 16,384 px) is scaled down to fit.
     """
 
     TIME_BASE = Fraction(1, 90000)
@@ -212,7 +227,7 @@ class VideoSink:
         import av
 
         self.path = Path(path)
-        self.wh = (wh[0] + wh[0] % 2, wh[1] + wh[1] % 2)  # yuv420p needs even sides
+        self.wh = encodable_wh(wh)
         self._container = av.open(str(self.path), "w", options={"movflags": "frag_keyframe+empty_moov"})
         rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate)

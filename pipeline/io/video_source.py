@@ -1,10 +1,19 @@
-"""Video files and network streams decoded with PyAV: `VideoSource` and its open/probe helpers."""
+"""Video files and network streams decoded with PyAV: `VideoSource` and its open/probe helpers.
+
+Damage does not end decoding: a packet that fails to decode is counted and the packets after it are
+skipped up to the next keyframe (where the picture is whole again), however long the damaged run is; a
+file whose last stretch holds no packet at all (trailing garbage) is reported too. Both leave their
+account in `last_error` (the caller exits 3). Network, FIFO and device reads that stall past `timeout_s`
+are named as timeouts.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Generator, Iterator
 
 import av
 import cv2
@@ -14,7 +23,11 @@ from pipeline.errors import InputError
 from pipeline.frames import SourceInfo
 from pipeline.io.sources import DEFAULT_FPS, Source
 
-MAX_CONSECUTIVE_ERRORS = 50  # corrupt packets in a row before a broken file is given up
+RESYNC_LIMIT_PACKETS = 600
+"""Packets skipped waiting for a keyframe before decoding resumes anyway (streams that flag none)."""
+TRAILING_MIN_BYTES = 1 << 20
+TRAILING_MIN_FRACTION = 0.05
+"""An unread tail this large (both) after the last packet is reported: an index (moov) is far smaller."""
 
 
 class VideoSource(Source):
@@ -29,7 +42,14 @@ class VideoSource(Source):
         options: dict | None = None,
         timeout_s: float | None = None,
         is_live: bool = False,
+        fd: int | None = None,
     ) -> None:
+        """`fd`: the descriptor `target` ("pipe:FD") reads, closed with the source."""
+        self._fd, self._timeout_s = fd, timeout_s
+        self._file_bytes = os.path.getsize(target) if not is_live and os.path.isfile(target) else None
+        self._reach_bytes = 0  # the end of the furthest packet read
+        self.packets_skipped = 0  # undecodable packets plus those skipped to the next keyframe
+        self._damaged_runs: list[float] = []  # the time each damaged run began
         self._container = _open_container(target, shown_as, options, timeout_s)
         try:
             self._stream = _video_stream(self._container, shown_as)
@@ -55,30 +75,94 @@ class VideoSource(Source):
         return first
 
     def _decode(self) -> Iterator[av.VideoFrame]:
-        """Frames in presentation order; corrupt packets are counted and skipped, a broken read ends it."""
-        packets = self._container.demux(self._stream)
-        decoded = consecutive = 0
-        while consecutive < MAX_CONSECUTIVE_ERRORS:
+        """Frames in presentation order; a damaged packet starts a resync at the next keyframe, a broken
+        read ends it. Every stream is demuxed (only video decoded) so packet positions cover the file."""
+        packets = self._container.demux()
+        decoded, resync, skipped = 0, False, 0
+        while True:
             try:
-                frames = next(packets).decode()
+                packet = next(packets)
             except StopIteration:
                 break
-            except (av.FFmpegError, OSError) as e:
-                self._note_error(e)
-                consecutive += 1
+            except (av.FFmpegError, OSError) as e:  # the demuxer cannot go on: the end
+                self._note_read_error(e)
+                decoded += yield from self._drain()
+                break
+            self._note_reach(packet)
+            if packet.stream.index != self._stream.index:  # (flush packets carry no stream_index)
                 continue
-            consecutive = 0
+            if resync and packet.size and not packet.is_keyframe and skipped < RESYNC_LIMIT_PACKETS:
+                self.packets_skipped, skipped = self.packets_skipped + 1, skipped + 1
+                continue
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, OSError) as e:
+                self._note_damage(e, packet, resync)
+                self._stream.codec_context.flush_buffers()  # a threaded decoder would fail on, late
+                resync, skipped = True, 0
+                continue
+            resync = False
             decoded += len(frames)
             yield from frames
-        self._note_shortfall(decoded)
+        self._note_losses(decoded)
 
-    def _note_shortfall(self, decoded: int) -> None:
-        """A stream that ends short of its declared frame count lost its tail (truncated file)."""
+    def _drain(self) -> Generator[av.VideoFrame, None, int]:
+        """The frames a threaded decoder still holds when reading stops early; returns how many."""
+        try:
+            frames = self._stream.codec_context.decode(None)
+        except (av.FFmpegError, OSError):
+            return 0
+        yield from frames
+        return len(frames)
+
+    def _note_reach(self, packet) -> None:
+        """Track the furthest byte a real packet (video or audio: not a stream garbage made up) came from."""
+        if packet.pos is not None and packet.pos >= 0 and packet.stream.type in ("video", "audio"):
+            self._reach_bytes = max(self._reach_bytes, packet.pos + packet.size)
+
+    def _note_damage(self, e: BaseException, packet, in_run: bool) -> None:
+        self._note_error(e)
+        self.packets_skipped += 1
+        if not in_run:
+            pts, tb = packet.pts, packet.time_base
+            start = self._stream.start_time or 0
+            self._damaged_runs.append(float((pts - start) * tb) if pts is not None and tb else float("nan"))
+
+    def _note_read_error(self, e: BaseException) -> None:
+        """A read that failed; one that waited past the timeout (PyAV's interrupt) is named as such."""
+        if isinstance(e, av.error.ExitError) and self._timeout_s:
+            self.decode_errors += 1
+            self.last_error = f"no data for {self._timeout_s:g} s (read timed out)"
+        else:
+            self._note_error(e)
+
+    def _note_losses(self, decoded: int) -> None:
+        """What was lost, in one account: damaged runs skipped, a short stream, trailing garbage."""
+        parts = []
+        if self._damaged_runs:
+            runs = len(self._damaged_runs)
+            parts.append(
+                f"skipped {self.packets_skipped} damaged packets in {runs} run{'s' if runs > 1 else ''} "
+                f"from {self._damaged_runs[0]:.1f} s, resuming at the next keyframe"
+            )
         expected = self.info.frame_count
         if expected and decoded < expected:
+            self.decode_errors += 0 if self._damaged_runs else 1
+            if self._damaged_runs:
+                parts.append(f"decoded {decoded} of {expected} declared frames")
+            else:
+                parts.append(f"stream ended at frame {decoded} of {expected} declared")
+        unread = (self._file_bytes or 0) - self._reach_bytes
+        if self._file_bytes and unread >= max(TRAILING_MIN_BYTES, TRAILING_MIN_FRACTION * self._file_bytes):
             self.decode_errors += 1
-            cause = f" (last error: {self.last_error})" if self.last_error else ""
-            self.last_error = f"stream ended at frame {decoded} of {expected} declared{cause}"
+            parts.append(
+                f"the last {unread / 1e6:.1f} MB ({100 * unread / self._file_bytes:.0f}% of the file) hold "
+                "no readable packet (trailing garbage?)"
+            )
+        if parts:
+            if self.last_error:
+                parts.append(f"last error: {self.last_error}")
+            self.last_error = "; ".join(parts)
 
     def _note_error(self, e: BaseException) -> None:
         self.decode_errors += 1
@@ -105,22 +189,30 @@ class VideoSource(Source):
     def _release(self) -> None:
         with contextlib.suppress(Exception):
             self._container.close()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 def _open_container(target: str, shown_as: str, options: dict | None, timeout_s: float | None):
+    t0 = time.monotonic()
     try:
         return av.open(target, options=options or {}, timeout=timeout_s)
     except av.error.EOFError:
         raise InputError(f"{shown_as}: ends inside its header (truncated file?)") from None
-    except av.error.InvalidDataError:
-        if _looks_like_mp4(target):
-            raise InputError(
-                f"{shown_as}: an MP4/MOV whose index (moov atom) is missing: the file is truncated "
-                "or was not finished; nothing in it can be located"
-            ) from None
-        raise InputError(f"{shown_as}: not a video or image file (no format FFmpeg knows)") from None
     except (av.FFmpegError, OSError) as e:
-        raise InputError(f"{shown_as}: cannot be opened ({one_line(e)})") from None
+        if timeout_s and (isinstance(e, av.error.ExitError) or time.monotonic() - t0 >= 0.9 * timeout_s):
+            # PyAV's interrupt ("Immediate exit requested"), or a protocol's own socket timeout that
+            # FFmpeg reports as bad data (RTSP): either way, nothing answered in time
+            raise InputError(f"{shown_as}: no answer within {timeout_s:g} s (open timed out)") from None
+        if not isinstance(e, av.error.InvalidDataError):
+            raise InputError(f"{shown_as}: cannot be opened ({one_line(e)})") from None
+    if _looks_like_mp4(target):
+        raise InputError(
+            f"{shown_as}: an MP4/MOV whose index (moov atom) is missing: the file is truncated "
+            "or was not finished; nothing in it can be located"
+        )
+    raise InputError(f"{shown_as}: not a video or image file (no format FFmpeg knows)")
 
 
 def _looks_like_mp4(target: str) -> bool:

@@ -7,14 +7,22 @@
   /state.json  the newest state: tracks with their emotion probabilities, run statistics, colours
 The render thread calls `publish(image_bgr, state)`, which only swaps references: JPEG encoding happens
 lazily, once per frame, on a viewer's thread, so a run nobody watches pays nothing. Works headless.
+
+Only its owner can watch (pipeline/live/serving.py): off loopback every request needs the access token
+(`url` carries it; a visit with `?token=` sets a cookie for the page's own requests), the Host header is
+checked, requests run on a bounded pool with a whole-request deadline, at most `max_viewers` streams run
+at once (503 beyond, counted in `report()`), and the `Server:` header names no version.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import socket
 import threading
+import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 
 import cv2
@@ -22,6 +30,7 @@ import numpy as np
 
 from engines.errors import EmostreamError
 from pipeline.frames import EMOTIONS
+from pipeline.live.serving import WILDCARD_HOSTS, Access, DeadlineReader, PoolServer
 from pipeline.stages.render import EMOTION_COLORS_BGR
 
 BOUNDARY = "emostream-frame"
@@ -48,8 +57,17 @@ class PreviewServer:
         jpeg_quality: int = 80,
         max_side: int = 1280,
         client_timeout_s: float = 10.0,
+        *,
+        token: str | None = None,
+        allow_hosts: tuple[str, ...] = (),
+        request_timeout_s: float = 5.0,
+        workers: int = 16,
+        max_viewers: int = 8,
     ):
-        """`client_timeout_s`: a viewer that takes no data for this long is dropped (its thread ends)."""
+        """`client_timeout_s`: a viewer that takes no data for this long is dropped (its worker freed);
+        `request_timeout_s`: the time a client has to send its whole request (and take a page);
+        `token`: required of every request (default: none on loopback, a random one elsewhere);
+        `allow_hosts`: Host header names accepted besides localhost, this machine's and IP literals."""
         self.jpeg_quality, self.max_side = jpeg_quality, max_side
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
@@ -57,11 +75,15 @@ class PreviewServer:
         self._jpeg: tuple[int, bytes] = (0, b"")
         self._state: dict = {}
         self.closing = False
+        self.access = Access.for_bind(host, token, allow_hosts)
+        self.max_viewers = max(1, min(max_viewers, workers - 1))  # a worker always left for page and state
+        self.viewers = self.viewers_peak = self.viewers_refused = self.forbidden = 0
+        handler = _handler_for(self, client_timeout_s, request_timeout_s)
         try:
-            self._httpd = ThreadingHTTPServer((host, port), _handler_for(self, client_timeout_s))
+            self._httpd = PoolServer((host, port), handler, workers=workers)
         except OSError as e:
             raise ServeError(f"preview server {host}:{port}: cannot listen ({e.strerror or e})") from None
-        self._httpd.daemon_threads = True
+        self.cookie_name = f"emostream_token_{self.address[1]}"
         serve = self._httpd.serve_forever
         self._thread = threading.Thread(target=serve, name="emostream-preview", daemon=True)
         self._thread.start()
@@ -73,8 +95,43 @@ class PreviewServer:
 
     @property
     def url(self) -> str:
+        """Where to watch, with the token when one is needed (print it only to the owner)."""
         host, port = self.address
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+        if host in WILDCARD_HOSTS:  # every address: name this machine, not a loopback it is not only on
+            host = socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/" + (f"?token={self.access.token}" if self.access.token else "")
+
+    @property
+    def needs_token(self) -> bool:
+        return self.access.token is not None
+
+    def viewer_enter(self) -> bool:
+        """Count a new stream viewer; False (refused, counted) when `max_viewers` already watch."""
+        with self._cond:
+            if self.viewers >= self.max_viewers:
+                self.viewers_refused += 1
+                return False
+            self.viewers += 1
+            self.viewers_peak = max(self.viewers_peak, self.viewers)
+            return True
+
+    def viewer_leave(self) -> None:
+        with self._cond:
+            self.viewers -= 1
+
+    def report(self) -> dict:
+        """For summary.json: where it listened (no token), limits, and who was turned away."""
+        host, port = self.address
+        return {
+            "address": f"{host}:{port}",
+            "token_required": self.needs_token,
+            "max_viewers": self.max_viewers,
+            "viewers_peak": self.viewers_peak,
+            "viewers_refused": self.viewers_refused,
+            "connections_refused_busy": self._httpd.refused,
+            "requests_forbidden": self.forbidden,
+        }
 
     def publish(self, image_bgr: np.ndarray, state: dict) -> None:
         """Make `image_bgr` (not copied: never draw on it afterwards) and `state` the newest."""
@@ -133,20 +190,37 @@ class PreviewServer:
         self.close()
 
 
-def _handler_for(preview: PreviewServer, timeout_s: float) -> type[BaseHTTPRequestHandler]:
+def _handler_for(preview: PreviewServer, timeout_s: float, request_timeout_s: float) -> type:
     class Handler(_PreviewHandler):
         server_preview = preview
         timeout = timeout_s  # socket timeout: a stalled viewer's blocked write ends instead of hanging
+        request_timeout = request_timeout_s
 
     return Handler
 
 
 class _PreviewHandler(BaseHTTPRequestHandler):
     server_preview: PreviewServer
+    request_timeout: float
+    server_version = "emostream"  # and no Python version after it (version_string)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def setup(self) -> None:
+        """Reading the request line and headers must all end by one deadline."""
+        super().setup()
+        self.deadline_s = self.server.accepted_at(self.request) + self.request_timeout
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.deadline_s))
+        self._cookie: str | None = None
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         try:
+            if not self._allowed(query):
+                return
+            # the rest of a page or a picture must go by the same deadline (sendall's timeout is total)
+            self.connection.settimeout(max(0.05, self.deadline_s - time.monotonic()))
             if path in _STATIC:
                 self._static(_STATIC[path])
             elif path == "/state.json":
@@ -160,6 +234,27 @@ class _PreviewHandler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True  # the viewer went away, or stopped reading (socket timeout)
 
+    def _allowed(self, query: str) -> bool:
+        """Host header, then token; 403 otherwise. A right token in the query sets the page's cookie."""
+        preview = self.server_preview
+        access = preview.access
+        if not access.host_ok(self.headers.get("Host")):
+            why = "Host header not allowed (add the name with --serve-hosts)"
+        elif not access.token_ok(query, self.headers.get("Cookie"), preview.cookie_name):
+            why = "access token required: open the URL printed by emostream live"
+        else:
+            if access.given_in_query(query):
+                self._cookie = f"{preview.cookie_name}={access.token}; HttpOnly; SameSite=Strict; Path=/"
+            return True
+        preview.forbidden += 1
+        self.send_error(HTTPStatus.FORBIDDEN, why)
+        return False
+
+    def end_headers(self) -> None:
+        if self._cookie:
+            self.send_header("Set-Cookie", self._cookie)
+        super().end_headers()
+
     def _static(self, name: str) -> None:
         data = resources.files("pipeline.live").joinpath("web", name).read_bytes()
         self._send(data, _TYPES[name[name.rfind(".") :]])
@@ -172,6 +267,17 @@ class _PreviewHandler(BaseHTTPRequestHandler):
             self._send(got[1], "image/jpeg")
 
     def _stream(self) -> None:
+        """At most `max_viewers` at once (503 beyond): each holds a worker for as long as it watches."""
+        if not self.server_preview.viewer_enter():
+            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "too many viewers")
+            return
+        try:
+            self.connection.settimeout(self.timeout)
+            self._parts()
+        finally:
+            self.server_preview.viewer_leave()
+
+    def _parts(self) -> None:
         """Each part is followed at once by the next boundary, so browsers show it without waiting."""
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")

@@ -24,7 +24,9 @@ from engines.backends.base import usable_cpus
 from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import Frame, SourceInfo
+from pipeline.io.capture import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from pipeline.io.sinks import prepare_out_dir
+from pipeline.io.urls import redact_urls
 from pipeline.live.capture import Backoff, CaptureThread
 from pipeline.live.outputs import LatencyLog, LiveOutputs
 from pipeline.live.stages import POLL_S, DetectWorker, InferWorker, LatestOutputs
@@ -45,7 +47,11 @@ class LiveJob:
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     realtime: bool = False  # pace a file at its own frame rate, as a camera delivers
     max_seconds: float | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S  # opening and reading a network stream, FIFO or device
+    max_pixels: int = DEFAULT_MAX_PIXELS  # a still's pixel budget
     serve: tuple[str, int] | None = None  # (host, port) of the preview page; port 0 picks a free one
+    serve_token: str | None = None  # the preview's access token (None: random off loopback, none on it)
+    serve_hosts: tuple[str, ...] = ()  # Host header names the preview accepts besides its own
     window: bool = False  # OpenCV window (needs a display)
     write_video: bool = True
     overwrite: bool = False
@@ -55,7 +61,8 @@ class LiveJob:
 
     @property
     def shown_as(self) -> str:
-        return f"camera:{self.camera}" if self.source is None else str(self.source)
+        """The source as shown and written anywhere: a URL without its credentials."""
+        return f"camera:{self.camera}" if self.source is None else redact_urls(str(self.source))
 
 
 LIVE_INTRA_OP_THREADS = 1
@@ -84,7 +91,7 @@ def open_live_source(job: LiveJob):
 
     if job.source is None:
         return open_source(job.camera if job.camera is not None else 0)
-    return open_source(job.source, realtime=job.realtime)
+    return open_source(job.source, realtime=job.realtime, timeout_s=job.timeout_s, max_pixels=job.max_pixels)
 
 
 def warm_up(analyzer: FaceAnalyzer, info: SourceInfo) -> None:
@@ -137,7 +144,7 @@ def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> Li
         if job.serve is not None:
             from pipeline.live.preview import PreviewServer
 
-            preview = PreviewServer(*job.serve)
+            preview = PreviewServer(*job.serve, token=job.serve_token, allow_hosts=job.serve_hosts)
         if out is not None:
             outputs = LiveOutputs(out, source.info.fps, job.write_video)
         window = WindowDisplay(f"emostream live - {job.shown_as}") if job.window else None

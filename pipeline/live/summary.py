@@ -101,6 +101,7 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
             "stages": analyzer.timer.summary(run.shown),
         },
         "outputs": outputs,
+        "preview": run.preview.report() if run.preview is not None else None,
         "machine": machine_facts(),
     }
     if out is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
+from pipeline.io.capture import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, open_source
 from pipeline.io.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json
 from pipeline.io.stills import still_output_name, write_still
 from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
@@ -33,6 +34,8 @@ class OfflineJob:
     audio: bool = True  # the input's sound in annotated.mp4
     start_s: float | None = None  # process only frames with start_s <= time_s < end_s (input times)
     end_s: float | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # a still's pixel budget
+    timeout_s: float = DEFAULT_TIMEOUT_S  # opening and reading a stream, FIFO or device
 
 
 class _Outputs:
@@ -131,10 +134,9 @@ def run_job(
     when the run fails before writing anything into it. `on_start(expected frames or None)` is called
     once the models are loaded, just before the first frame.
     """
-    from pipeline.io.capture import open_source
-
     _check_trim(job)
-    source = open_source(job.input)  # a bad input fails here, before any folder is made
+    # a bad input fails here, before any folder is made
+    source = open_source(job.input, max_pixels=job.max_pixels, timeout_s=job.timeout_s)
     try:
         made = not job.out_dir.exists()
         out = prepare_out_dir(job.out_dir, job.overwrite)
@@ -200,7 +202,7 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
     """tracks.csv, the plot (timeline.png, or emotions.png for a photo) and summary.json once the frames
     are done (or interrupted)."""
     tracks = analyzer.aggregator.track_summaries()
-    plot = write_track_tables(out, tracks, job.input, still=source.info.is_still)
+    plot = write_track_tables(out, tracks, source.info.path, still=source.info.is_still)  # URL sans password
     summary = {
         "input": {
             **dataclasses.asdict(source.info),
@@ -209,6 +211,8 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
             "last_error": getattr(source, "last_error", None),
             "start_s": job.start_s,
             "end_s": job.end_s,
+            "packets_skipped": getattr(source, "packets_skipped", 0),
+            "decoded_at_scale": getattr(source, "scale", 1),
         },
         **analyzer_facts(analyzer),
         "frames_processed": stats.frames,

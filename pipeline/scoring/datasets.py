@@ -143,22 +143,30 @@ def find_vgaf_label_file(root: Path, split: str) -> Path | None:
 
 
 def parse_vgaf_labels(path: Path) -> dict[str, str]:
-    """clip name -> class name from a VGAF label file (see the module docstring for the formats)."""
+    """clip name -> class name from a VGAF label file (see the module docstring for the formats). A clip
+    named twice with different labels is an error naming both lines (the same label twice is harmless)."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read the label file ({e})") from None
     labels: dict[str, str] = {}
-    for number, fields in enumerate(_rows(text), start=1):
+    line_of: dict[str, int] = {}
+    for row, (number, fields) in enumerate(_rows(text)):
         if len(fields) < 2:
             raise InputError(f"{path}:{number}: expected 'clip label', got {' '.join(fields)!r}")
         name, raw = fields[0], fields[1]
         label = vgaf_label(raw)
         if label is None:
-            if number == 1:  # a header such as "Vid_name Label" or "clip,label"
+            if row == 0:  # a header such as "Vid_name Label" or "clip,label"
                 continue
             raise InputError(f"{path}:{number}: unknown label {raw!r}; use 1/2/3 or {'/'.join(VGAF_CLASSES)}")
+        if labels.get(name, label) != label:
+            raise InputError(
+                f"{path}:{number}: clip {name!r} is labelled {label} here but {labels[name]} on line "
+                f"{line_of[name]}; list it once"
+            )
         labels[name] = label
+        line_of.setdefault(name, number)
     if not labels:
         raise InputError(f"{path}: label file has no labelled clips")
     return labels
@@ -184,16 +192,17 @@ def read_class_folders(root: str | Path) -> Split:
     return Split(root.name, root, tuple(clips), classes)
 
 
-def _rows(text: str) -> list[list[str]]:
-    """Non-empty lines split on commas (CSV, quotes allowed) or else on tabs/spaces."""
+def _rows(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the non-empty, non-comment lines, split on commas (CSV, quotes allowed)
+    or else on tabs/spaces."""
     rows = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if "," in line:
-            rows.append([f.strip() for f in next(csv.reader([line]))])
+            rows.append((number, [f.strip() for f in next(csv.reader([line]))]))
         else:
-            rows.append(re.split(r"[\t ]+", line.strip()))
+            rows.append((number, re.split(r"[\t ]+", line.strip())))
     return rows
 
 

@@ -114,8 +114,8 @@ def extract_features(
         for path in todo[digest]:
             if isinstance(outcome, ClipFeatures):
                 result.features[path] = outcome
-            else:
-                result.failed[path] = outcome
+            else:  # clips with the same bytes share one attempt; each message names its own clip
+                result.failed[path] = outcome.replace(str(todo[digest][0]), str(path))
             notify(path, "extracted" if isinstance(outcome, ClipFeatures) else "failed")
     return result
 

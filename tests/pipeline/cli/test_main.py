@@ -91,3 +91,46 @@ def test_a_failed_run_leaves_no_output_folder(tmp_path):
     assert r.returncode == 2 and not (tmp_path / "results").exists()
     r = emostream("run", tmp_path / "noise.mp4", "--out", tmp_path / "o", "--start", "2", "--end", "1")
     assert r.returncode == 2 and "--end" in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "the following arguments are required: command"),
+        (["nope"], "invalid choice: 'nope'"),
+        (["run"], "the following arguments are required: input, --out"),
+        (["run", "x.mp4", "--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "x.mp4", "--out", "o", "--detect-every", "two"], "invalid int value: 'two'"),
+        (["run", "x.mp4", "--out", "o", "--max-pixels", "lots"], "--max-pixels"),
+        (["live", "--camera", "0", "--source", "x.mp4"], "not allowed with argument --camera"),
+        (["score", "ds"], "required"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, fragment):
+    """argparse prints 3-8 lines of usage; the promise is one line and exit code 2."""
+    r = emostream(*args, cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("emostream: error: ") and fragment in lines[0] and "--help" in lines[0]
+
+
+def test_a_file_name_starting_with_a_dash_gets_the_double_dash_hint_and_works_after_it(media_dir, tmp_path):
+    (tmp_path / "-dash.jpg").write_bytes((media_dir / "fer_justin_smile.jpg").read_bytes())
+    r = emostream("run", "-dash.jpg", "--out", "out", "--no-video", cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "after '--'" in lines[0], r.stderr
+    ok = emostream("run", "--out", "out", "--no-video", "--", "-dash.jpg", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["faces"] == 1
+
+
+def test_max_pixels_reduces_a_jpeg_and_refuses_a_png_over_it(media_dir, tmp_path):
+    """fer_justin_smile.jpg is 381x384 (0.15 MP): within 0.01 MP only at 1/4 (96x96)."""
+    r = emostream("run", media_dir / "fer_justin_smile.jpg", "--out", tmp_path / "a", "--max-pixels", "0.01M")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads((tmp_path / "a" / "summary.json").read_text())["input"]
+    assert facts["decoded_at_scale"] == 4 and (facts["width"], facts["height"]) == (96, 96)
+    png = media_dir / "pyfeat_upside_down_face.png"
+    r = emostream("run", png, "--out", tmp_path / "b", "--max-pixels", "10000")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "over the pixel budget of 0.01 MP" in lines[0], r.stderr

@@ -353,3 +353,114 @@ def test_display_rotation_is_applied_so_faces_come_out_upright(tmp_path, media_d
     error = np.abs(frame.image_bgr.astype(np.float32) - upright).mean()
     upside_down = np.abs(frame.image_bgr.astype(np.float32) - cv2.rotate(upright, cv2.ROTATE_180)).mean()
     assert error < 8 < upside_down, f"the picture must come out as shot: {error:.1f} vs {upside_down:.1f}"
+
+
+# --- hostile inputs (issue 16) ------------------------------------------------------------------------
+
+
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path):
+    path = badinputs.huge_png(tmp_path / "huge.png")  # 40000x40000: OpenCV alone raised cv2.error
+    with pytest.raises(InputError, match=r"40000x40000 \(1600 MP\), over the pixel budget of 100 MP") as err:
+        open_source(path)
+    assert str(err.value).startswith(str(path)) and "--max-pixels" in str(err.value)
+
+
+def test_an_image_past_the_decoders_own_limit_is_one_line_even_within_the_budget(tmp_path):
+    path = badinputs.huge_png(tmp_path / "huge.png")
+    with pytest.raises(InputError, match="too large for the decoder") as err:
+        open_source(path, max_pixels=2_000_000_000)
+    assert "\n" not in str(err.value)
+
+
+def test_a_jpeg_over_the_budget_is_decoded_at_a_reduced_size(tmp_path, media_dir):
+    photo = cv2.resize(cv2.imread(str(media_dir / "fer_justin_smile.jpg")), (4000, 3000))
+    path = tmp_path / "big.jpg"
+    path.write_bytes(cv2.imencode(".jpg", photo)[1].tobytes())
+    with open_source(path, max_pixels=2_000_000) as source:  # 12 MP; 1/2 is 3 MP, 1/4 fits
+        (frame,) = list(source)
+    assert frame.size_wh == (1000, 750) and source.scale == 4
+    small = cv2.resize(photo, (1000, 750), interpolation=cv2.INTER_AREA)
+    assert np.abs(frame.image_bgr.astype(int) - small).mean() < 6  # the same picture, smaller
+
+
+def test_a_long_run_of_corrupt_packets_is_skipped_and_decoding_resumes(tmp_path):
+    source = open_source(badinputs.build(badinputs.DAMAGED, "corrupt-run-mid.mp4", tmp_path, tmp_path))
+    got = _read_all(source)
+    lost = len(badinputs.CORRUPT_RUN)
+    assert 400 - lost - 24 <= len(got) < 400 - lost  # the good tail decodes; only the damaged GOPs go
+    assert source.packets_skipped >= lost and source.decode_errors >= 1
+    assert "damaged packets" in source.last_error and "of 400 declared" in source.last_error
+    assert (np.diff([f.time_s for f in got]) > 0).all() and got[-1].time_s == pytest.approx(399 / 24)
+
+
+def test_trailing_garbage_after_the_video_is_reported(tmp_path):
+    source = open_source(badinputs.build(badinputs.DAMAGED, "trailing-garbage.ts", tmp_path, tmp_path))
+    assert len(_read_all(source)) == 48
+    assert source.decode_errors >= 1 and "trailing garbage" in source.last_error
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP listener on 127.0.0.1 that accepts (the kernel does) and never answers a byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_server_that_never_answers_is_an_open_timeout(silent_listener, scheme):
+    url = f"{scheme}://admin:s3cret@127.0.0.1:{silent_listener}/live"
+    with pytest.raises(InputError, match=r"no answer within 1 s \(open timed out\)") as err:
+        open_source(url, timeout_s=1)
+    assert "s3cret" not in str(err.value) and str(err.value).startswith(f"{scheme}://***@127.0.0.1")
+
+
+def _in_thread(fn):
+    """Run `fn` on a daemon thread; (done, result or exception) after at most 5 s."""
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(_call(fn)), daemon=True)
+    t.start()
+    t.join(5)
+    return (not t.is_alive()), (box[0] if box else None)
+
+
+def _call(fn):
+    try:
+        return fn()
+    except Exception as e:
+        return e
+
+
+def test_a_fifo_nobody_writes_to_is_an_open_timeout(tmp_path):
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    done, got = _in_thread(lambda: open_source(fifo, timeout_s=0.5))
+    if not done:  # release the blocked open (the old behaviour) before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert done, "opening a FIFO with no writer blocked"
+    assert isinstance(got, InputError) and "FIFO gave no data within 0.5 s (open timed out" in str(got)
+
+
+def test_a_fifo_writer_that_stalls_ends_in_a_read_timeout_with_every_byte_read(tmp_path):
+    clip = badinputs.build(badinputs.DAMAGED, "trailing-garbage.ts", tmp_path, tmp_path)
+    ts = clip.read_bytes()[: -(20 << 20)]  # the 48 frames, not the garbage
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb") as f:
+            f.write(ts)
+            f.flush()
+            stop.wait(10)  # keeps the FIFO open and silent
+
+    threading.Thread(target=writer, daemon=True).start()
+    try:
+        done, source = _in_thread(lambda: open_source(fifo, timeout_s=1))
+        assert done and not isinstance(source, Exception), source
+        done, got = _in_thread(lambda: _read_all(source))
+    finally:
+        stop.set()
+    assert done and len(got) == 48  # nothing the writer sent was lost to a look at its first bytes
+    assert source.decode_errors == 1 and source.last_error == "no data for 1 s (read timed out)"

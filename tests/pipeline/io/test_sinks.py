@@ -124,6 +124,23 @@ def test_video_keeps_frame_count_and_variable_timing(tmp_path, wh):
     assert got == pytest.approx(times, abs=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("wh", "written_wh"), [((16400, 1200), (16384, 1198)), ((1200, 16400), (1198, 16384))]
+)
+def test_a_picture_wider_than_h264_allows_is_scaled_to_fit(tmp_path, wh, written_wh):
+    """A panorama (16,400 px): libx264 refuses over 16,384 a side; the sink scales, keeping the shape."""
+    img = np.zeros((wh[1], wh[0], 3), np.uint8)
+    img[:, : wh[0] // 2] = 200  # left half (or top-left block) bright: the scaled picture keeps it in place
+    sink = VideoSink(tmp_path / "a.mp4", wh, fps=30)
+    sink.write(img, 0.0)
+    sink.close()
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        (frame,) = list(c.decode(video=0))
+    assert (frame.width, frame.height) == written_wh
+    got = frame.to_ndarray(format="bgr24")
+    assert got[:, : written_wh[0] // 2 - 8].mean() > 190 and got[:, written_wh[0] // 2 + 8 :].mean() < 10
+
+
 def test_video_truncated_mid_write_still_decodes_its_prefix(tmp_path):
     sink = VideoSink(tmp_path / "a.mp4", (64, 48), fps=30)
     for i in range(150):

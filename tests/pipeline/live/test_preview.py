@@ -184,7 +184,7 @@ def test_a_viewer_that_stops_reading_is_dropped_not_kept_forever():
             for _ in range(200):  # until the viewer's buffers are full and its handler blocks on a write
                 server.publish(noise, {})
                 time.sleep(0.01)
-                handlers |= {t for t in threading.enumerate() if "process_request" in t.name}
+                handlers |= {t for t in threading.enumerate() if "emostream-preview-worker" in t.name}
             server.close()
             deadline = time.monotonic() + 5
             while any(t.is_alive() for t in handlers) and time.monotonic() < deadline:
@@ -206,3 +206,143 @@ def test_state_with_a_missing_age_is_still_valid_json():
         body = server.state_json().decode()
     state = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert "age" not in state["tracks"][0] and "gender" not in state["tracks"][0]
+
+
+# ---- only its owner can watch (issue 16) --------------------------------------------------------------
+
+
+def _request(
+    address, path: str = "/state.json", host: str | None = None, cookie: str = ""
+) -> tuple[int, dict]:
+    """Status and headers of one GET, with the Host header as given (default: the address itself)."""
+    with socket.create_connection(address, timeout=10) as s:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host or '{}:{}'.format(*address)}", "Connection: close"]
+        s.sendall(("\r\n".join([*lines, *([f"Cookie: {cookie}"] if cookie else []), "", ""])).encode())
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := s.recv(4096)):
+            head += chunk
+    status, *fields = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    return int(status.split()[1]), {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("evil.example", 403), ("evil.example:8080", 403), ("localhost:1", 200), ("127.0.0.1", 200),
+     ("10.1.2.3:80", 403), ("cam.lan", 200), ("CAM.LAN.:99", 200), (None, 200)],
+)  # fmt: skip
+def test_the_host_header_must_name_this_server(host, status):
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends Host: evil.example."""
+    with PreviewServer(allow_hosts=("cam.lan",)) as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {})
+        assert _request(server.address, host=host)[0] == status
+        assert server.report()["requests_forbidden"] == (status == 403)
+
+
+def test_a_token_is_required_and_a_visit_with_it_sets_the_pages_cookie():
+    with PreviewServer(token="s3cr3t-token") as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {})
+        assert server.url.endswith("/?token=s3cr3t-token")
+        for path in ("/", "/state.json", "/frame.jpg", "/stream.mjpg", "/state.json?token=wrong"):
+            assert _request(server.address, path)[0] == 403, path
+        status, headers = _request(server.address, "/?token=s3cr3t-token")
+        cookie = headers["set-cookie"].split(";")[0]
+        assert (
+            status == 200
+            and "HttpOnly" in headers["set-cookie"]
+            and "SameSite=Strict" in headers["set-cookie"]
+        )
+        assert _request(server.address, "/state.json", cookie=cookie)[0] == 200  # the page's own requests
+        assert server.report()["token_required"] and server.report()["requests_forbidden"] == 5
+
+
+@pytest.mark.parametrize(
+    ("host", "token"),
+    [("0.0.0.0", True), ("192.168.1.20", True), ("::", True), ("127.0.0.1", False), ("::1", False),
+     ("localhost", False)],
+)  # fmt: skip
+def test_every_address_but_loopback_gets_a_random_token(host, token):
+    """(Checked without binding: the tests' servers listen on 127.0.0.1 only.)"""
+    from pipeline.live.serving import Access
+
+    first, second = Access.for_bind(host), Access.for_bind(host)
+    assert (first.token is not None) == token
+    if token:
+        assert len(first.token) >= 20 and first.token != second.token
+    assert Access.for_bind(host, token="mine").token == "mine"
+
+
+def test_the_server_header_names_no_version():
+    with PreviewServer() as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {})
+        for path in ("/", "/nothing-here"):
+            assert _request(server.address, path)[1]["server"] == "emostream"
+
+
+def _slow_client(address, interval_s: float, stop: threading.Event) -> float:
+    """Send a request one byte per `interval_s`; seconds until the server closed the connection."""
+    t0 = time.monotonic()
+    with socket.create_connection(address, timeout=10) as s:
+        for byte in b"GET /state.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 1000:
+            if stop.wait(interval_s):
+                break
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            s.settimeout(0.001)
+            try:
+                if s.recv(1) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+    return time.monotonic() - t0
+
+
+def test_a_client_sending_a_byte_at_a_time_is_dropped_at_the_request_deadline():
+    stop = threading.Event()
+    with PreviewServer(request_timeout_s=1.0) as server:
+        try:
+            held_s = _slow_client(server.address, 0.25, stop)  # well inside any per-read timeout
+        finally:
+            stop.set()
+    assert held_s < 2.5, f"a slow client held its connection for {held_s:.1f} s"
+
+
+def test_a_flood_of_slow_clients_costs_no_thread_each_and_the_page_still_answers():
+    stop = threading.Event()
+    with PreviewServer(request_timeout_s=1.0, workers=4) as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {})
+        before = threading.active_count()
+        clients = [threading.Thread(target=_slow_client, args=(server.address, 0.2, stop)) for _ in range(40)]
+        try:
+            for c in clients:
+                c.start()
+            time.sleep(0.5)
+            grown = threading.active_count() - before - len(clients)
+            t0 = time.monotonic()
+            status = _request(server.address)[0]
+            waited_s = time.monotonic() - t0
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(10)
+        assert grown <= 0, f"{grown} server threads for 40 clients"
+        assert status in (200, 503) and waited_s < 3  # one deadline, not 40 in a row
+        assert server._httpd.request_queue_size >= 128  # the listen backlog (socketserver's default is 5)
+
+
+def test_stream_viewers_past_the_cap_get_503_and_are_counted():
+    with PreviewServer(max_viewers=2) as server:
+        server.publish(np.zeros((8, 8, 3), np.uint8), {})
+        viewers = [urllib.request.urlopen(server.url + "stream.mjpg", timeout=10) for _ in range(2)]
+        try:
+            with pytest.raises(urllib.error.HTTPError, match="503"):
+                _get(server.url + "stream.mjpg")
+            assert _get(server.url + "state.json")  # page and state still answer
+            report = server.report()
+        finally:
+            for v in viewers:
+                v.close()
+    assert report["viewers_refused"] == 1 and report["viewers_peak"] == 2 and report["max_viewers"] == 2

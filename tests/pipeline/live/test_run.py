@@ -195,3 +195,65 @@ def test_cli_errors_are_one_line_exit_2(media_dir, tmp_path, capsys, args, messa
         code = cli.main(["live", *args, "--out", str(tmp_path / "out"), "--no-window"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- credentials in a source URL are never shown or written (issue 16) -----------------------------------
+
+
+@pytest.fixture
+def media_url(media_dir):
+    """pexels_woman_emotions.mp4 over HTTP on 127.0.0.1, asked for with a user name and password."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(media_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://admin:s3cret@127.0.0.1:{server.server_address[1]}/{WOMAN}"
+    server.shutdown()
+
+
+def test_a_source_url_with_credentials_is_shown_and_written_without_them(media_url, tmp_path):
+    import threading
+    import urllib.request
+
+    out, ready, stop, urls = tmp_path / "out", threading.Event(), threading.Event(), []
+    job = LiveJob(source=media_url, out_dir=out, realtime=True, max_seconds=30, serve=("127.0.0.1", 0))
+    result: list[dict] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            run_live(job, on_ready=lambda u: (urls.append(u), ready.set()), stop=stop)
+        )
+    )
+    runner.start()
+    try:
+        assert ready.wait(60), "live run never became ready"
+        for _ in range(400):  # a hang guard, not a timing claim
+            with urllib.request.urlopen(urls[0] + "state.json", timeout=10) as r:
+                state = r.read().decode()
+            if '"source"' in state:
+                break
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert json.loads(state)["source"] == media_url.replace("admin:s3cret@", "***@")
+    written = (out / "summary.json").read_text()
+    assert "s3cret" not in state and "s3cret" not in written and "admin" not in written
+    assert json.loads(written)["input"]["path"].startswith("http://***@127.0.0.1")
+    assert json.loads(written)["preview"]["viewers_refused"] == 0
+
+
+def test_the_cli_prints_no_credentials(tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        url = f"rtsp://admin:s3cret@127.0.0.1:{s.getsockname()[1]}/live"
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "live", "--source", url, "--timeout", "1", "--no-window"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 2 and "s3cret" not in r.stderr + r.stdout and "rtsp://***@127.0.0.1" in r.stderr

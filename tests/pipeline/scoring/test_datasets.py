@@ -81,12 +81,31 @@ def test_vgaf_label_files_in_both_formats(tmp_path, text, expected):
         ("Vid_name Label\na 1\nb 4\n", r"labels.txt:3: unknown label '4'"),
         ("a\n", r"labels.txt:1: expected 'clip label'"),
         ("Vid_name Label\n", "has no labelled clips"),
+        ("Vid_name Label\n\n# two blank lines above count\nc 1\n", None),
+        (
+            "a 1\n\n# a comment\nb 1\na 3\n",
+            r"labels.txt:5: clip 'a' is labelled Negative here but Positive on line 1",
+        ),
+        (
+            "a,Positive\nb,2\na,neutral\n",
+            r"labels.txt:3: clip 'a' is labelled Neutral here but Positive on line 1",
+        ),
     ],
 )
 def test_vgaf_bad_label_files_name_the_line(tmp_path, text, fragment):
     (tmp_path / "labels.txt").write_text(text)
-    with pytest.raises(InputError, match=fragment):
+    if fragment is None:  # line numbers are the file's own, blank and comment lines included
+        text = text.replace("c 1", "c 9")
+        (tmp_path / "labels.txt").write_text(text)
+        fragment = r"labels.txt:4: unknown label '9'"
+    with pytest.raises(InputError, match=fragment) as err:
         parse_vgaf_labels(tmp_path / "labels.txt")
+    assert "\n" not in str(err.value)
+
+
+def test_vgaf_a_clip_listed_twice_with_the_same_label_is_fine(tmp_path):
+    (tmp_path / "labels.txt").write_text("a 1\nb 2\na 1\n")
+    assert parse_vgaf_labels(tmp_path / "labels.txt") == {"a": "Positive", "b": "Neutral"}
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,17 @@ def test_unreadable_clips_are_reported_and_the_rest_extracted(afew, tmp_path):
     assert statuses["m_neutral1.mp4"] in ("cached", "extracted")
 
 
+def test_clips_with_the_same_bytes_are_each_reported_under_their_own_path(tmp_path):
+    """An eval clip that is a byte copy of a train clip: one extraction, two messages, each its own."""
+    train, val = tmp_path / "Train" / "a.mp4", tmp_path / "Val" / "copy_of_a.mp4"
+    for path in (train, val):
+        path.parent.mkdir()
+        path.write_bytes(b"not a video at all" * 100)
+    result = extract_features([train, val], CONFIG)
+    assert result.failed[train].startswith(f"{train}: ") and str(val) not in result.failed[train]
+    assert result.failed[val].startswith(f"{val}: ") and str(train) not in result.failed[val]
+
+
 @pytest.mark.parametrize(
     ("backend", "expected"),
     [
