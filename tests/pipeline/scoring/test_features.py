@@ -73,8 +73,11 @@ def test_face_features_follow_the_heads_present(extra, feature_set, expected_row
 def test_model_set_changes_with_what_changes_features():
     base = model_set(CONFIG)
     assert model_set(CONFIG) == base and model_set_key(model_set(CONFIG)) == model_set_key(base)
-    assert [name for name, _ in base["models"]] == ["fer_mini_xception", "gender_mini_xception"]
+    assert [name for name, _ in base["models"]] == ["emostream_mtl"]
+    fast = model_set(dataclasses.replace(CONFIG, quality="fast"))
+    assert [name for name, _ in fast["models"]] == ["fer_mini_xception", "gender_mini_xception"]
     changes = [
+        {"quality": "fast"},
         {"detect_every": 3},
         {"heads": ("emotion",)},
         {"detector": "blazeface"},
