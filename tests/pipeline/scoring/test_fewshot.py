@@ -17,7 +17,7 @@ from pipeline.scoring.fewshot import train_head
 from pipeline.stages.head import load_head
 from tests.builders_clips import cached_dataset
 
-CONFIG = AnalyzerConfig(detect_every=2, heads=("emotion", "gender"))
+CONFIG = AnalyzerConfig(detect_every=2, heads=("emotion", "gender"), quality="fast")  # the XCEPTION features
 PHOTOS = {
     "smile": ["pyfeat_happy_f15.jpg", "pyfeat_single_face_smile.jpg", "fer_justin_smile.jpg"],
     "other": [

@@ -26,7 +26,7 @@ from pipeline.scoring.score import (
 )
 from tests.builders_clips import AFEW_NO_FACE, AFEW_SEGMENTS, VGAF_CLIPS, cached_dataset
 
-CONFIG = AnalyzerConfig(detect_every=2, heads=("emotion", "gender"))
+CONFIG = AnalyzerConfig(detect_every=2, heads=("emotion", "gender"), quality="fast")  # the XCEPTION features
 E = np.eye(7)  # one-hot emotion rows in FER2013 order: angry disgust fear happy sad surprise neutral
 
 
@@ -203,7 +203,7 @@ def test_cli_score_afew_end_to_end_with_a_broken_clip(afew, tmp_path):
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
     assert m["uar"] == pytest.approx(np.mean(list(m["per_class_recall"].values())))
     assert m["extraction"]["backend"] in ("onnxruntime", "torch", "tensorrt")
-    assert [x["name"] for x in m["models"]] == ["fer_mini_xception", "gender_mini_xception"]
+    assert [x["name"] for x in m["models"]] == ["emostream_mtl"]  # the CLI runs the default net
     rows = read_predictions(out)
     assert {row["clip"] for row in rows} == eval_names("Val") | {"Sad/broken.mp4", "Sad/truncated.avi"}
     fallback = m["fallback"]["class"]
