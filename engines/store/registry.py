@@ -12,7 +12,7 @@ from engines.errors import ModelStoreError
 FER2013_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 emotion names in the models' output order."""
 
-MTL_SHA256 = "c84f258160ecf80f309e9d398d9ab6f99bfe9163e77b698160e8344c189500b8"
+MTL_SHA256 = "35ff65f1a9ef959effc32758f3572f682521c3c8efdebd567ddceb0e4ab44fb0"
 """sha256 of the bundled multi-task weights (engines/weights/emostream_mtl_v1.pt, made by
 tools/release_mtl.py from a training run's final.pt)."""
 
