@@ -35,7 +35,9 @@ def add_train_parsers(sub) -> None:
     )
     ev.add_argument("--crops", action="store_true", help="each image is the face crop (no detector)")
     ev.add_argument("--split", help="FER+: valid (default), train, test; UTKFace: val (default) or all")
-    ev.add_argument("--limit", type=int, metavar="N", help="the first N faces only")
+    ev.add_argument(
+        "--limit", type=int, metavar="N", help="N faces only (FER: the first N; UTKFace: evenly spaced)"
+    )
     ev.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
     add_model_args(ev)
     ev.set_defaults(func=cmd_evaluate)

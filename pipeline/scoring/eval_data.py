@@ -81,7 +81,8 @@ def _read_utk(folder: Path, split: str, limit: int | None) -> FaceSet:
         raise EmostreamError(f"{folder}: no UTKFace AGE_GENDER_RACE_DATE.jpg.chip.jpg files")
     names, lab = np.asarray(names), np.asarray(labels)
     index = utkface.split_indices(names)[1] if split == "val" else np.arange(len(names))
-    index = index[:limit] if limit else index
+    if limit and limit < len(index):  # evenly spaced: the sorted names run through ages in blocks
+        index = index[np.linspace(0, len(index) - 1, limit).astype(np.int64)]
     images = [cv2.imread(str(root / n), cv2.IMREAD_COLOR) for n in names[index]]
     return FaceSet(f"UTKFace {split}", images, UTK_BASE, age=lab[index, 0], man=1 - lab[index, 1])
 
