@@ -44,7 +44,7 @@ def dataset_rows(data: Path, out: Path, qualities: tuple[str, ...]) -> list[str]
 def _row(report: dict, quality: str, m: dict) -> str:
     where = "dataset framing" if report["crops"] == "dataset framing" else "detector + aligner"
     if "accuracy" in m:
-        figures = f"{m['accuracy']:.1%} | {m['accuracy_7']:.1%} | {m['uar']:.1%} | | |"
+        figures = f"{m['accuracy']:.1%} | {m['accuracy_7']:.1%} | {m['uar']:.1%} | |"
     else:
         g = m["gender_accuracy"]
         figures = f" | | | {m['age_mae']:.2f} | {g['all']:.1%} ({g['children']:.1%} / {g['adults']:.1%})"
