@@ -110,6 +110,20 @@ def bench_video(path: str, runs: int, config: AnalyzerConfig) -> dict:
     }
 
 
+def compare_qualities(path: str, runs: int, configs: dict[str, AnalyzerConfig]) -> list[dict]:
+    """End-to-end `run` fps of each quality on one video, interleaved round by round (same load for all)."""
+    fps: dict[str, list[float]] = {q: [] for q in configs}
+    for _ in range(runs):
+        for q, config in configs.items():
+            fps[q].append(run_fps(path, config)["fps"])
+    base = statistics.median(fps[list(configs)[-1]])
+    return [
+        {"video": Path(path).name, "quality": q, "run_fps": round(statistics.median(f), 1),
+         "vs_last": round(statistics.median(f) / base, 2), "runs": f}
+        for q, f in fps.items()
+    ]  # fmt: skip
+
+
 def markdown(results: list[dict]) -> str:
     lines = [
         "| video | size | frames | decode fps | run fps (video written) | x real time | naive fps | "
@@ -142,9 +156,24 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--detect-every", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--qualities", help="compare run fps of these qualities instead (e.g. mtl,fast: last = base)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     config = AnalyzerConfig(detect_every=args.detect_every)
+    if args.qualities:
+        configs = {
+            q: AnalyzerConfig(detect_every=args.detect_every, quality=q) for q in args.qualities.split(",")
+        }
+        rows = [r for v in args.videos for r in compare_qualities(v, args.runs, configs)]
+        print(
+            "| video | quality | run fps (video written) | vs " + list(configs)[-1] + " |\n|---|---|---|---|"
+        )
+        print("\n".join(f"| {r['video']} | {r['quality']} | {r['run_fps']} | {r['vs_last']} |" for r in rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
     results = [bench_video(v, args.runs, config) for v in args.videos]
     cpu = platform.processor() or platform.machine()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, {cpu}; runs per figure: {args.runs}")

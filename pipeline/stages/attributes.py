@@ -22,7 +22,15 @@ def attribute_refresh_for(config: AnalyzerConfig, full_net, make_emotion_net, *,
     device_crops = getattr(full_net.backend, "run_frames", None) is not None
     if config.attributes_every_s <= 0 or set(config.heads) <= {"emotion"} or head is not None or device_crops:
         return None
+    if _one_trunk(full_net):  # the emotion-only graph would run the same trunk: nothing to save
+        return None
     return AttributeRefresh(full_net, make_emotion_net(), config.attributes_every_s)
+
+
+def _one_trunk(net) -> bool:
+    """Whether every head of `net` reads one shared trunk (the project's multi-task net)."""
+    shared = {getattr(spec, "shared_trunk", "") for spec in getattr(net, "specs", ())}
+    return len(shared) == 1 and "" not in shared
 
 
 class AttributeRefresh:

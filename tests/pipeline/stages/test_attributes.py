@@ -17,7 +17,7 @@ def frames(media_dir):
 
 
 def _run(frames, every_s):
-    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=1, attributes_every_s=every_s))
+    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=1, attributes_every_s=every_s, quality="fast"))
     out = [b for i in range(0, len(frames), 4) for b in analyzer.process(frames[i : i + 4])]
     return analyzer, out
 
@@ -45,7 +45,8 @@ def test_refresh_matches_the_full_graph_on_emotion_and_holds_attributes(frames):
     [
         (AnalyzerConfig(heads=("emotion",)), None),
         (AnalyzerConfig(attributes_every_s=0.0), None),
-        (AnalyzerConfig(), "AttributeRefresh"),
+        (AnalyzerConfig(quality="fast"), "AttributeRefresh"),
+        (AnalyzerConfig(), None),  # the multi-task net: one trunk, an emotion-only graph would cost as much
     ],
 )
 def test_refresh_only_where_it_applies(config, expected):
@@ -65,7 +66,7 @@ def test_reset_forgets_attributes_so_a_new_clip_gets_its_own(frames):
 def test_ended_tracks_leave_the_attribute_cache(media_dir):
     with open_source(media_dir / "facenet_crowd_walking_1080p.mp4") as src:
         clip = list(src)
-    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=3, reid_window_s=0.5))
+    analyzer = FaceAnalyzer(AnalyzerConfig(detect_every=3, reid_window_s=0.5, quality="fast"))
     for i in range(0, len(clip), 4):
         analyzer.process(clip[i : i + 4])
     # an id ends for good once its re-identification window has passed
