@@ -133,6 +133,12 @@ class MultiTaskNet:
             return {name: np.zeros((0, *tail), np.float32) for name, tail in self.output_tails.items()}
         return self.backend.run(crops_bgr)
 
+    def close(self) -> None:
+        """Close the backend where it holds something process-wide (torch's TF32 settings on CUDA)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
     def _graft(self, path: Path) -> None:
         """Rewrite the torch export at `path` into the final graph if some heads are ONNX-only."""
         module = self.torch_module()

@@ -2,11 +2,16 @@
 
 Composition only: each stage owns its policy (`DetectionSchedule` when and at what size to detect,
 `AttributeRefresh` when gender/age are recomputed, the tracker its ids, the aggregator its smoothing).
-One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful). `process(frames)` takes a
-short run of consecutive frames and makes ONE inference call for all of their faces.
+One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful), or on two in live mode:
+`locate` (detector, schedule, tracker) on one, `infer` and `aggregate` (net, attribute refresh, aggregator)
+on the other. Tracks that end are handed from the first to the second by message (a queue of ended ids),
+never by touching the other thread's state. `process(frames)` takes a short run of consecutive frames and
+makes ONE inference call for all of their faces.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -44,6 +49,7 @@ class FaceAnalyzer:
 
             self.head = load_head(config.extra_head, config)
         self.refresh = attribute_refresh_for(config, self.net, lambda: net(("emotion",)), head=self.head)
+        self.aggregator = None
         self._new_clip_state()
 
     def _new_clip_state(self) -> None:
@@ -51,10 +57,15 @@ class FaceAnalyzer:
         from pipeline.stages.track import Tracker
 
         self.tracker = Tracker()
+        if self.aggregator is not None:
+            self.aggregator.close()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
         self.schedule.reset()
         if self.refresh is not None:
             self.refresh.clear()
+        # ended tracks: (frame index at which they ended, ids), sent by `locate`, taken by `infer`
+        self._ended: deque[tuple[int, list[int]]] = deque()
+        self._retiring: list[tuple[int, list[int]]] = []  # taken, released from the aggregator once passed
 
     def locate(self, frame: Frame) -> FaceBatch:
         """Detect (when the schedule says so) or predict, then track: boxes with stable ids for one frame."""
@@ -67,8 +78,8 @@ class FaceAnalyzer:
         with self.timer("track"):
             located = self.tracker.update(found)
             ended = self.tracker.pop_ended()
-        if self.refresh is not None and ended:
-            self.refresh.forget(ended)
+        if ended:
+            self._ended.append((frame.index, ended))  # a message to whichever thread runs `infer`
         return located
 
     def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
@@ -79,7 +90,11 @@ class FaceAnalyzer:
         """
         if not frames:
             return []
+        taken = self._take_ended()
         outputs = self._run_net(frames, batches)
+        if self.refresh is not None:
+            for _, ids in taken:
+                self.refresh.forget(ids)
         if self.head is not None:
             outputs = {**outputs, **self.head.outputs(outputs)}
         bounds = np.cumsum([0, *(len(b) for b in batches)])
@@ -111,8 +126,23 @@ class FaceAnalyzer:
         return self.refresh.infer(crops, track_ids, times_s)
 
     def aggregate(self, batch: FaceBatch) -> FaceBatch:
+        """Smooth and record one inferred batch; tracks that ended by this frame are then released."""
         with self.timer("aggregate"):
-            return self.aggregator.update(batch)
+            out = self.aggregator.update(batch)
+            if self._retiring and self._retiring[0][0] <= batch.frame_index:
+                done = [e for e in self._retiring if e[0] <= batch.frame_index]
+                self._retiring = [e for e in self._retiring if e[0] > batch.frame_index]
+                for _, ids in done:
+                    self.aggregator.retire(ids)
+            return out
+
+    def _take_ended(self) -> list[tuple[int, list[int]]]:
+        """The ended-track messages sent since the last call (kept to release them from the aggregator)."""
+        taken = []
+        while self._ended:
+            taken.append(self._ended.popleft())
+        self._retiring += taken
+        return taken
 
     def process(self, frames: list[Frame]) -> list[FaceBatch]:
         """Locate faces frame by frame (tracking is sequential), infer them together, aggregate in order."""
@@ -124,4 +154,9 @@ class FaceAnalyzer:
         self._new_clip_state()
 
     def close(self) -> None:
-        self.detector.close()
+        """Close the detector and the nets' backends; the aggregator and the nets' facts stay readable."""
+        try:
+            self.detector.close()
+        finally:
+            for net in (self.net, getattr(self.refresh, "emotion", None)):
+                getattr(net, "close", lambda: None)()

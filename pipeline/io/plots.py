@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,36 +22,64 @@ def _rgb(name: str) -> tuple[float, float, float]:
     return r / 255, g / 255, b / 255
 
 
-def read_track_series(jsonl: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """track id -> (times (T,), emotion probabilities (T,7)) from faces.jsonl, thinned to MAX_POINTS."""
-    series: dict[int, list] = defaultdict(list)
-    with open(jsonl, encoding="utf-8") as f:
+_TRACK_ID = re.compile(rb'"track_id":(-?\d+)')  # faces.jsonl is written with separators (",", ":")
+
+
+def _row_track(line: bytes) -> int | None:
+    m = _TRACK_ID.search(line)
+    return int(m.group(1)) if m else None
+
+
+def read_track_series(
+    jsonl: Path, max_tracks: int | None = None, max_points: int = MAX_POINTS
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """track id -> (times (T,), emotion probabilities (T,7)) from faces.jsonl, thinned to `max_points`.
+
+    Thinning happens while reading, so memory is bounded by the points kept, not by the file: a first pass
+    counts each track's rows (ids only), a second keeps every k-th row of the `max_tracks` longest tracks
+    (all tracks when None), k chosen from the count.
+    """
+    counts: Counter[int] = Counter()
+    with open(jsonl, "rb") as f:
         for line in f:
+            tid = _row_track(line)
+            if tid is not None and tid >= 0 and b'"emotion":' in line:
+                counts[tid] += 1
+    chosen = dict(counts.most_common(max_tracks))
+    step = {tid: -(-n // max_points) for tid, n in chosen.items()}
+    seen: Counter[int] = Counter()
+    series: dict[int, list] = {tid: [] for tid in chosen}
+    with open(jsonl, "rb") as f:
+        for line in f:
+            tid = _row_track(line)
+            if tid not in chosen or b'"emotion":' not in line:
+                continue
+            n, seen[tid] = seen[tid], seen[tid] + 1
+            if n % step[tid]:
+                continue
             try:
                 r = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a hard kill: the rest is still good
+                series[tid].append((r["time_s"], *(r["emotion"][e] for e in EMOTIONS)))
+            except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a hard kill
                 continue
-            if isinstance(r, dict) and "emotion" in r and r.get("track_id", -1) >= 0:
-                series[r["track_id"]].append((r["time_s"], *(r["emotion"][e] for e in EMOTIONS)))
     out = {}
     for tid, rows in series.items():
-        a = np.asarray(rows, np.float64)[:: -(-len(rows) // MAX_POINTS)]  # at most MAX_POINTS; null -> NaN
-        out[tid] = (a[:, 0], a[:, 1:])
+        if rows:
+            a = np.asarray(rows, np.float64)  # null -> NaN
+            out[tid] = (a[:, 0], a[:, 1:])
     return out
 
 
 def plot_timeline(jsonl: Path, png: Path, title: str = "") -> bool:
     """timeline.png: stacked emotion probabilities over time, one panel per (longest) track."""
-    series = read_track_series(jsonl)
+    series = read_track_series(jsonl, MAX_TRACKS)
     if not series:
         return False
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the process's matplotlib backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tids = sorted(series, key=lambda t: -len(series[t][0]))[:MAX_TRACKS]
-    fig, axes = plt.subplots(len(tids), 1, figsize=(10, 1.6 + 1.4 * len(tids)), sharex=True, squeeze=False)
+    tids = list(series)
+    fig = Figure(figsize=(10, 1.6 + 1.4 * len(tids)))
+    axes = fig.subplots(len(tids), 1, sharex=True, squeeze=False)
     for ax, tid in zip(axes[:, 0], sorted(tids), strict=True):
         t, p = series[tid]
         ax.stackplot(t, p.T, colors=[_rgb(e) for e in EMOTIONS], labels=EMOTIONS, linewidth=0)
@@ -61,9 +90,6 @@ def plot_timeline(jsonl: Path, png: Path, title: str = "") -> bool:
     axes[-1, 0].set_xlabel("time (s)")
     fig.suptitle(title or "Emotion probabilities per track")
     fig.tight_layout()
-    try:
-        with atomic_path(png, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     return True
