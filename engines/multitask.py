@@ -95,7 +95,11 @@ class MultiTaskNet:
 
     @property
     def onnx_path(self) -> Path:
-        """The fused ONNX graph in the store's cache, exported on first use (needs torch only then)."""
+        """The fused ONNX graph in the store's cache, exported on first use (needs torch only then).
+
+        Every source model is verified against its pinned sha256 first, also when the graph is cached
+        (summary.json names those hashes), and the cached graph against the sha256 recorded when it was
+        exported."""
         if self._onnx_path is None:
             fields = {
                 "models": self.models,
@@ -105,8 +109,12 @@ class MultiTaskNet:
                 "crop_size": self.crop_size,
                 "crop_scale": self.crop_scale,
             }
+            for name, _ in self.models:  # the sources are checked even when the derived graph is cached
+                self.store.path(name)
             path = export.cached_onnx_path(self.store.derived_dir, fields)
-            self._onnx_path = export.ensure_onnx(path, self.torch_module, self._example, finish=self._graft)
+            self._onnx_path = export.ensure_onnx(
+                path, self.torch_module, self._example, finish=self._graft, sha256=self.store.file_sha256
+            )
         return self._onnx_path
 
     def torch_module(self) -> Any:
