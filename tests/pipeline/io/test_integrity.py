@@ -106,7 +106,7 @@ def test_a_plot_that_cannot_be_written_does_not_stop_the_summary(tmp_path, monke
 
     monkeypatch.setattr(plots, "plot_timeline", no_space)
     s = {"frames_processed": 3, "outputs": {"timeline.png": True}}
-    with pytest.raises(OutputError, match="timeline.png: cannot be written"):
+    with pytest.raises(OutputError, match=r"timeline\.png: cannot be written"):
         summary.write_end_files(tmp_path, [_track(1), _track(2)], "clip.mp4", s)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["frames_processed"] == 3 and written["outputs"]["timeline.png"] is False

@@ -15,13 +15,12 @@ from pipeline.runtime.threads import detector_threads, encoder_threads, job_thre
 
 def test_a_signal_inside_a_held_step_is_delivered_after_it():
     steps = []
-    with SignalGate() as gate:
-        with pytest.raises(KeyboardInterrupt):
-            with gate.held():
-                os.kill(os.getpid(), signal.SIGINT)
-                steps.append("after the signal")  # the step goes on
-                steps.append("end of step")
-            steps.append("never")
+    with SignalGate() as gate, pytest.raises(KeyboardInterrupt):
+        with gate.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("after the signal")  # the step goes on
+            steps.append("end of step")
+        steps.append("never")
     assert steps == ["after the signal", "end of step"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
