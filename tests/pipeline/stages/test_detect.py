@@ -152,7 +152,7 @@ def test_close_is_idempotent(models_dir):
         ((3840, 2160), "large"),
         ((640, 360), "small"),
         ((1280, 719), "small"),
-    ],  # fmt: skip
+    ],
 )
 def test_opencv_threads_follow_the_source_size(wh, expected):
     before = cv2.getNumThreads()
