@@ -127,8 +127,8 @@ def test_live_memory_stays_flat_over_50000_generated_frames_with_hundreds_of_tra
     growth = max(warm) - warm[0]
     print(
         f"\nsoak live (generated): {summary['frames_captured']} captured, "
-        f"{summary['frames_processed']} shown, {summary['tracks']} tracks, rss after warm-up {warm[0]:.0f} MB, max {max(warm):.0f} MB, "
-        f"growth {growth:.1f} MB"
+        f"{summary['frames_processed']} shown, {summary['tracks']} tracks, "
+        f"rss after warm-up {warm[0]:.0f} MB, max {max(warm):.0f} MB, growth {growth:.1f} MB"
     )
     (tmp_path.parent / "soak_live_generated.json").write_text(
         json.dumps({"samples": samples, "growth_mb": growth, "tracks": summary["tracks"]})
