@@ -100,9 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         "EMOSTREAM_SHARED_DIR": os.environ.get("EMOSTREAM_SHARED_DIR", str(REPO.parent / "shared")),
     }
     env.pop("EMOSTREAM_CACHE_DIR", None)
-    tests = _run([py, "-m", "pytest", *shlex.split(args.pytest_args)], cwd=tree, env=env, capture_output=True,
-                 text=True)  # fmt: skip
-    print(tests.stdout[-6000:], tests.stderr[-2000:], sep="\n")
+    print("+ pytest", args.pytest_args, flush=True)
+    proc = subprocess.Popen(
+        [py, "-m", "pytest", *shlex.split(args.pytest_args)],
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out_lines = []
+    for line in proc.stdout:  # streamed, so a hanging test shows where it hangs
+        print(line, end="", flush=True)
+        out_lines.append(line.rstrip("\n"))
+    proc.wait()
+    tests = subprocess.CompletedProcess(proc.args, proc.returncode, "\n".join(out_lines), "")
     last = next((line for line in reversed(tests.stdout.splitlines()) if line.strip()), "")
     report = (
         f"pins: {' '.join(pins)}\nexit: {tests.returncode}\nresult: {last}\n"

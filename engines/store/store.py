@@ -36,10 +36,11 @@ def usable_dir(path: Path, what: str = "cache folder") -> Path:
             pass
         return path
     except OSError as e:
+        why = "it is a file, not a folder" if path.exists() and not path.is_dir() else e.strerror or str(e)
         fallback = Path(tempfile.mkdtemp(prefix="emostream-cache-"))
         warnings.warn(
             EmostreamWarning(
-                f"{what} {path} cannot be used ({e.strerror or e}); using {fallback} for this run "
+                f"{what} {path} cannot be used ({why}); using {fallback} for this run "
                 "(set EMOSTREAM_CACHE_DIR to a writable folder to keep the cache)"
             ),
             stacklevel=2,

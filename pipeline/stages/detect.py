@@ -238,12 +238,16 @@ def _five_points(points: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_opencv():
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    logging = getattr(cv2.utils, "logging", None)  # OpenCV 4 wheels have none (and print no such warning)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        logging.setLogLevel(level)
 
 
 @contextlib.contextmanager
