@@ -13,6 +13,14 @@ from pipeline.runtime.signals import SignalGate, signals_deferred
 from pipeline.runtime.threads import detector_threads, encoder_threads, job_threads, live_infer_threads
 
 
+@pytest.fixture(autouse=True)
+def _python_default_sigint():
+    """Python's own SIGINT handler for each test (a CLI test run earlier may have left it ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def test_a_signal_inside_a_held_step_is_delivered_after_it():
     steps = []
     with SignalGate() as gate, pytest.raises(KeyboardInterrupt):
