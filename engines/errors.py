@@ -11,3 +11,7 @@ class ModelStoreError(EmostreamError):
 
 class BackendUnavailable(EmostreamError):
     """An inference backend was asked for by name but cannot run here."""
+
+
+class EmostreamWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI shows it as one line."""

@@ -1,7 +1,8 @@
 """The one way this project writes a file that others read: to a temporary name beside it, then renamed.
 
 A crash, a full disk or Ctrl-C leaves the old file or none, never half a file, and the temporary file
-is removed on any failure. Files are made 0644 (mkstemp makes 0600; caches and outputs are shared).
+is removed on any failure; the error then names the file that was being written, not the temporary one.
+Files are made 0644 (mkstemp makes 0600; caches and outputs are shared).
 Used by every output, cache entry, exported graph, engine and download (pipeline/ imports it too).
 """
 
@@ -22,18 +23,20 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", fsync: bool = Fals
     without an exception (synced to disk first when `fsync`), removed otherwise. `suffix` keeps an
     extension that a writer reads the format from (".png" for matplotlib)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=f".tmp{suffix}")
-    os.close(fd)
+    with _named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=f".tmp{suffix}")
+        os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        if fsync:
-            _fsync(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        with _named(path):
+            yield tmp
+            if fsync:
+                _fsync(tmp)
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
@@ -42,6 +45,17 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, fsync: bool = Fa
     raw = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_bytes(raw)
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """An OSError on the temporary file (a full disk) re-raised naming the file it was for."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None or Path(e.filename).name.startswith(f".{path.name}-"):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
 
 
 def _fsync(path: Path) -> None:

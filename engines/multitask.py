@@ -96,7 +96,11 @@ class MultiTaskNet:
 
     @property
     def onnx_path(self) -> Path:
-        """The fused ONNX graph in the store's cache, exported on first use (needs torch only then)."""
+        """The fused ONNX graph in the store's cache, exported on first use (needs torch only then).
+
+        Every source model is verified against its pinned sha256 first, also when the graph is cached
+        (summary.json names those hashes), and the cached graph against the sha256 recorded when it was
+        exported."""
         if self._onnx_path is None:
             fields = {
                 "models": self.models,
@@ -106,8 +110,12 @@ class MultiTaskNet:
                 "crop_size": self.crop_size,
                 "crop_scale": self.crop_scale,
             }
+            for name, _ in self.models:  # the sources are checked even when the derived graph is cached
+                self.store.path(name)
             path = export.cached_onnx_path(self.store.derived_dir, fields)
-            self._onnx_path = export.ensure_onnx(path, self.torch_module, self._example, finish=self._graft)
+            self._onnx_path = export.ensure_onnx(
+                path, self.torch_module, self._example, finish=self._graft, sha256=self.store.file_sha256
+            )
         return self._onnx_path
 
     def torch_module(self) -> Any:
@@ -133,6 +141,12 @@ class MultiTaskNet:
         if len(crops_bgr) == 0:
             return {name: np.zeros((0, *tail), np.float32) for name, tail in self.output_tails.items()}
         return self.backend.run(crops_bgr)
+
+    def close(self) -> None:
+        """Close the backend where it holds something process-wide (torch's TF32 settings on CUDA)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def _graft(self, path: Path) -> None:
         """Rewrite the torch export at `path` into the final graph if some heads are ONNX-only."""

@@ -3,13 +3,18 @@
 Composition only: each stage owns its policy (`ShotDetector` where a scene cuts, `DetectionSchedule` when
 and at what size to detect, `AttributeRefresh` when gender/age are recomputed, `MinFace` which faces are
 inferred, the tracker its ids and their appearance, the aggregator its smoothing). Appearance runs one
-step behind the boxes: `infer` hands each inferred batch back to the tracker (`Tracker.observe`), whose
-next `update` uses its embeddings (docs/tracking.md).
-One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful). `process(frames)` takes a
-short run of consecutive frames and makes ONE inference call for all of their faces.
+step behind the boxes: `infer` hands each inferred batch back to the tracker (`Tracker.observe`, a
+thread-safe queue), whose next `update` uses its embeddings (docs/tracking.md).
+One `FaceAnalyzer` lives on one thread (tracking and smoothing are stateful), or on two in live mode:
+`locate` (shots, detector, schedule, tracker) on one, `infer` and `aggregate` (net, attribute refresh,
+aggregator) on the other. Tracks that end are handed from the first to the second by message (a queue of
+ended ids), never by touching the other thread's state. `process(frames)` takes a short run of
+consecutive frames and makes ONE inference call for all of their faces.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -51,6 +56,7 @@ class FaceAnalyzer:
 
             self.head = load_head(config.extra_head, config)
         self.refresh = attribute_refresh_for(config, self.net, lambda: net(("emotion",)), head=self.head)
+        self.aggregator = None
         self._new_clip_state()
 
     def _new_clip_state(self) -> None:
@@ -70,10 +76,15 @@ class FaceAnalyzer:
         )
         if self.shots is not None:
             self.shots.reset()
+        if self.aggregator is not None:
+            self.aggregator.close()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)
         self.schedule.reset()
         if self.refresh is not None:
             self.refresh.clear()
+        # ended tracks: (frame index at which they ended, ids), sent by `locate`, taken by `infer`
+        self._ended: deque[tuple[int, list[int]]] = deque()
+        self._retiring: list[tuple[int, list[int]]] = []  # taken, released from the aggregator once passed
 
     def locate(self, frame: Frame) -> FaceBatch:
         """Detect (when the schedule says so) or predict, then track: boxes with stable ids for one frame.
@@ -93,8 +104,8 @@ class FaceAnalyzer:
         with self.timer("track"):
             located = self.tracker.update(found)
             ended = self.tracker.pop_ended()
-        if self.refresh is not None and ended:
-            self.refresh.forget(ended)
+        if ended:
+            self._ended.append((frame.index, ended))  # a message to whichever thread runs `infer`
         return located
 
     def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
@@ -108,8 +119,12 @@ class FaceAnalyzer:
 
         if not frames:
             return []
+        taken = self._take_ended()
         keep = [self.min_face.keep(b) for b in batches]
         outputs = self._run_net(frames, [b.select(k) for b, k in zip(batches, keep, strict=True)])
+        if self.refresh is not None:
+            for _, ids in taken:
+                self.refresh.forget(ids)
         if self.head is not None:
             outputs = {**outputs, **self.head.outputs(outputs)}
         bounds = np.cumsum([0, *(int(k.sum()) for k in keep)])
@@ -144,8 +159,23 @@ class FaceAnalyzer:
         return self.refresh.infer(crops, track_ids, times_s)
 
     def aggregate(self, batch: FaceBatch) -> FaceBatch:
+        """Smooth and record one inferred batch; tracks that ended by this frame are then released."""
         with self.timer("aggregate"):
-            return self.aggregator.update(batch)
+            out = self.aggregator.update(batch)
+            if self._retiring and self._retiring[0][0] <= batch.frame_index:
+                done = [e for e in self._retiring if e[0] <= batch.frame_index]
+                self._retiring = [e for e in self._retiring if e[0] > batch.frame_index]
+                for _, ids in done:
+                    self.aggregator.retire(ids)
+            return out
+
+    def _take_ended(self) -> list[tuple[int, list[int]]]:
+        """The ended-track messages sent since the last call (kept to release them from the aggregator)."""
+        taken = []
+        while self._ended:
+            taken.append(self._ended.popleft())
+        self._retiring += taken
+        return taken
 
     def process(self, frames: list[Frame]) -> list[FaceBatch]:
         """Locate faces frame by frame (tracking is sequential), infer them together, aggregate in order."""
@@ -167,4 +197,9 @@ class FaceAnalyzer:
         self._new_clip_state()
 
     def close(self) -> None:
-        self.detector.close()
+        """Close the detector and the nets' backends; the aggregator and the nets' facts stay readable."""
+        try:
+            self.detector.close()
+        finally:
+            for net in (self.net, getattr(self.refresh, "emotion", None)):
+                getattr(net, "close", lambda: None)()

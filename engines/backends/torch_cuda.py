@@ -1,7 +1,10 @@
 """torch on CUDA: runs the fused module itself (no export), for GPUs without TensorRT.
 
 fp16 runs under autocast (convolutions and matmuls in half, softmax in fp32, outputs returned as fp32);
-fp32 on CUDA runs with TF32 off (`exact_fp32`), so it agrees with the CPU backends to 1e-3;
+fp32 on CUDA runs with TF32 off (`exact_fp32`), so it agrees with the CPU backends to 1e-3: torch's TF32
+flags are process-wide, so they are turned off once when such a backend is made (a job starts) and
+restored by `close()` (the job's end), never flipped per call (another thread's work would see them
+change under it); on the CPU they are not touched;
 the module is channels-last (the NHWC uint8 input, permuted, already is). With `cuda_graphs=True` each
 batch is padded up to a fixed bucket (1, 2, 4, ... 128 faces), whose captured graph is replayed, and
 the padding rows are sliced off. `device="cpu"` runs the same code on the CPU (tests, no GPU needed).
@@ -64,6 +67,11 @@ def exact_fp32(enabled: bool = True) -> Iterator[None]:
     finally:
         for (obj, attr, _), value in zip(settings, saved, strict=True):
             setattr(obj, attr, value)
+
+
+def needs_exact_fp32(device: torch.device, precision: str) -> bool:
+    """TF32 only exists on CUDA: fp32 there needs it off; the CPU and fp16 leave the flags alone."""
+    return device.type == "cuda" and precision == "fp32"
 
 
 class _GraphRunner:
@@ -141,11 +149,17 @@ class TorchCudaBackend:
         use_graphs = cuda_graphs and self.device.type == "cuda"
         tail = (self.crop_size, self.crop_size, 3)
         self._graphs = _GraphRunner(self._forward, tail) if use_graphs else None
+        self._scope = contextlib.ExitStack()  # TF32 off for this backend's life (CUDA fp32 only)
+        if needs_exact_fp32(self.device, self.precision):
+            self._scope.enter_context(exact_fp32())
+
+    def close(self) -> None:
+        """Give back what the backend changed process-wide (the TF32 settings); safe to call twice."""
+        self._scope.close()
 
     def _forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with (
             torch.no_grad(),
-            exact_fp32(self.precision == "fp32"),
             torch.autocast(
                 self.device.type,
                 dtype=torch.float16,

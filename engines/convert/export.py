@@ -5,6 +5,9 @@ builder), the quality, the crop parameters and `EXPORT_VERSION` (bump it wheneve
 modules change the graph).
 Files are written to a temporary name in the same folder and moved into place with `os.replace`, so
 a crash never leaves half a file under the final name; a cache hit exports nothing (and needs no torch).
+Each export's sha256 is recorded beside it (`<name>.onnx.sha256`, written last); a cached graph whose bytes
+no longer hash to it (one flipped byte still parses, and silently changes every output), or that has no
+record, is exported again, never handed to a backend.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import ModelStoreError
-from engines.files import atomic_path
+from engines.files import atomic_path, write_atomic
+from engines.store.hashes import sha256_file
 
 EXPORT_VERSION = "fused-v6"
 OPSET = 17
@@ -36,25 +40,50 @@ def cached_onnx_path(derived_dir: Path, fields: dict[str, Any], prefix: str = "f
     return Path(derived_dir) / "onnx" / f"{prefix}-{cache_key(fields)[:24]}.onnx"
 
 
+def digest_path(path: Path) -> Path:
+    """Where the sha256 of the cached graph at `path` is recorded."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
 def ensure_onnx(
     path: Path,
     build: Callable[[], Any],
     example: Callable[[], Any],
     output_names: Sequence[str] | None = None,
     finish: Callable[[Path], None] | None = None,
+    sha256: Callable[[Path], str] | None = None,
 ) -> Path:
-    """`path` if it exists (cache hit), else export `build()` on `example()` to it atomically.
+    """`path` if it exists and is the graph that was exported there (cache hit), else export `build()` on
+    `example()` to it atomically and record its sha256.
 
     output_names default to the module's own `output_names`; `finish` (see `export_module`) may
-    rewrite the exported file before it is moved into place.
+    rewrite the exported file before it is moved into place; `sha256(path)` hashes a file (default: read
+    it; the model store's remembers hashes by path, size and times).
     """
+    sha256 = sha256 or sha256_file
     if path.is_file():
-        if _whole_model(path):
+        if _recorded_digest(path) == _hash(path, sha256) and _whole_model(path):
             return path
-        _discard(path)  # a damaged or unreadable entry is exported again, never handed to a backend
+        _discard(path)  # a damaged, altered or unreadable entry is exported again, never used
     module = build()
     names = output_names if output_names is not None else module.output_names
-    return export_module(module, example(), path, (INPUT_NAME,), names, finish)
+    export_module(module, example(), path, (INPUT_NAME,), names, finish)
+    write_atomic(digest_path(path), _hash(path, sha256) + "\n")
+    return Path(path)
+
+
+def _recorded_digest(path: Path) -> str | None:
+    try:
+        return digest_path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _hash(path: Path, sha256: Callable[[Path], str]) -> str | None:
+    try:
+        return sha256(path)
+    except OSError:
+        return None
 
 
 def _whole_model(path: Path) -> bool:
@@ -70,6 +99,7 @@ def _whole_model(path: Path) -> bool:
 
 def _discard(path: Path) -> None:
     try:
+        digest_path(path).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
     except OSError as e:
         raise ModelStoreError(

@@ -2,33 +2,52 @@
 
 Order: a read-only mirror folder (`mirror_dir` or env EMOSTREAM_MODELS_DIR) -> the user cache
 (`cache_dir` or env EMOSTREAM_CACHE_DIR, default ~/.cache/emostream) -> HTTPS download into the cache.
-Every file is checked against its pinned sha256; a mismatch is an error, never a silent fallback.
-Derived artefacts (ONNX exports, engines) live under `derived_dir`, keyed by their sources' hashes.
+Every file is checked against its pinned sha256 each time a process first uses it (hashes remembered by
+path, size and times, engines.store.hashes, so a warm start stays fast); a mismatch is an error, never a
+silent fallback. Derived artefacts (ONNX exports, engines) live under `derived_dir`, keyed by their
+sources' hashes. A cache folder that cannot be used (a file, read-only) gives way to a temporary one with
+a one-line warning: the models may well be in the mirror.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from engines.errors import ModelStoreError
+from engines.errors import EmostreamWarning, ModelStoreError
 from engines.store.download import download_verified, offline_hint
+from engines.store.hashes import HashMemo, sha256_file
 from engines.store.registry import MODELS, ModelSpec, get_spec
 
-_CHUNK = 1 << 20
+__all__ = ["ModelStore", "VerifyRow", "default_cache_dir", "sha256_file", "usable_dir"]
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 """Where the package keeps the weights it ships (the project's own trained nets)."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+def usable_dir(path: Path, what: str = "cache folder") -> Path:
+    """`path`, created if needed, when files can be written in it; else a fresh temporary folder, with a
+    one-line `EmostreamWarning` saying why (the run goes on, only without a lasting cache)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        return path
+    except OSError as e:
+        why = "it is a file, not a folder" if path.exists() and not path.is_dir() else e.strerror or str(e)
+        fallback = Path(tempfile.mkdtemp(prefix="emostream-cache-"))
+        warnings.warn(
+            EmostreamWarning(
+                f"{what} {path} cannot be used ({why}); using {fallback} for this run "
+                "(set EMOSTREAM_CACHE_DIR to a writable folder to keep the cache)"
+            ),
+            stacklevel=2,
+        )
+        return fallback
 
 
 def default_cache_dir() -> Path:
@@ -60,12 +79,25 @@ class ModelStore:
             raise ModelStoreError(f"models mirror {self.mirror_dir} ({origin}): no such folder")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.download = download
-        self._verified: dict[Path, str] = {}
+        self._usable = False
+        self._hashes: HashMemo | None = None
+
+    def usable_cache_dir(self) -> Path:
+        """`cache_dir`, or the temporary folder that replaced it for this store (see `usable_dir`)."""
+        if not self._usable:
+            self.cache_dir, self._usable = usable_dir(self.cache_dir), True
+        return self.cache_dir
 
     @property
     def derived_dir(self) -> Path:
         """Where converted artefacts (ONNX graphs, TensorRT engines) are cached."""
-        return self.cache_dir / "derived"
+        return self.usable_cache_dir() / "derived"
+
+    def file_sha256(self, path: Path) -> str:
+        """sha256 of `path`, remembered by path, size and times across runs (engines.store.hashes)."""
+        if self._hashes is None:  # the memo never creates the cache folder (a mirror-only run leaves none)
+            self._hashes = HashMemo(self.cache_dir / "hashes.json")
+        return self._hashes.sha256(path)
 
     def path(self, name: str) -> Path:
         """A verified local path for model `name` (mirror, then cache, then download)."""
@@ -141,30 +173,21 @@ class ModelStore:
         return ("cache", cached) if cached.is_file() else (None, None)
 
     def _is_good(self, path: Path, spec: ModelSpec, rehash: bool = False) -> bool:
-        """Whether `path` hashes to the pinned sha256 (remembered per path unless `rehash`)."""
-        if not rehash and self._verified.get(path) == spec.sha256:
-            return True
-        good = sha256_file(path) == spec.sha256
-        if good:
-            self._verified[path] = spec.sha256
-        else:
-            self._verified.pop(path, None)
-        return good
+        """Whether `path` hashes to the pinned sha256 (`rehash`: read it now, whatever is remembered)."""
+        return (sha256_file(path) if rehash else self.file_sha256(path)) == spec.sha256
 
     def _checked(self, path: Path, spec: ModelSpec, remedy: str) -> Path:
         """`path` if it is the pinned file, else a one-line error with both hashes and `remedy`."""
-        if self._verified.get(path) == spec.sha256:
-            return path
-        actual = sha256_file(path)
+        actual = self.file_sha256(path)
         if actual != spec.sha256:
             raise ModelStoreError(
                 f"{spec.filename} at {path} has sha256 {actual[:12]}…, expected {spec.sha256[:12]}… "
                 f"(corrupt or not the pinned version of model {spec.name}); {remedy}"
             )
-        self._verified[path] = spec.sha256
         return path
 
     def _fetch(self, spec: ModelSpec, dest: Path) -> Path:
+        self.usable_cache_dir()
+        dest = self._cache_models / spec.filename  # the cache may have moved to a temporary folder
         download_verified(spec, dest)  # checks length and sha256 while streaming
-        self._verified[dest] = spec.sha256
         return dest

@@ -66,6 +66,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     if window:
         prepare_gui()  # before anything loads PyAV: see pipeline/live/window.py
     from pipeline.live.run import LiveJob, run_live
+    from pipeline.live.summary import source_missing
 
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
@@ -106,6 +107,15 @@ def cmd_live(args: argparse.Namespace) -> int:
     if s["interrupted"]:
         print("emostream: interrupted; outputs are complete up to the last shown frame", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if source_missing(s):
+        print(
+            f"emostream: warning: {job.shown_as}: no frames for {s['no_source_s']:.1f} of "
+            f"{s['timings']['wall_s']:.1f} s ({s['reconnects']} reconnects"
+            + (", source lost" if s["source_lost"] else "")
+            + ")",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     if s["source_lost"] or s["input"]["decode_errors"]:
         errors = [e["detail"] for e in s["source_events"] if e["event"] == "error"]
         why = errors[-1] if errors else f"{s['input']['decode_errors']} decode errors"

@@ -11,8 +11,9 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 
-from engines.errors import EmostreamError  # light: exceptions only
+from engines.errors import EmostreamError, EmostreamWarning  # light: exceptions only
 from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser
 from pipeline.cli.gpu import add_gpu_parsers
 from pipeline.cli.live import add_live_parser
@@ -49,6 +50,14 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """The project's own warnings as one line on stderr; anyone else's as Python shows them."""
+    if issubclass(category, EmostreamWarning):
+        print(f"emostream: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     args = build_parser().parse_args(argv)
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # background by a non-interactive shell inherits SIGINT *ignored*, and Python then sets no handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return args.func(args)
     except EmostreamError as e:
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # the outputs are final now: a late Ctrl-C must not turn the exit code into a signal death
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

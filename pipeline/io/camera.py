@@ -49,12 +49,15 @@ class CameraSource(Source):
 
 def _open_camera(index: int) -> cv2.VideoCapture:
     backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # OpenCV warns on stderr; we raise
+    logging = getattr(cv2.utils, "logging", None)  # OpenCV 4 wheels have no log-level API
+    level = logging.getLogLevel() if logging else None
+    if logging:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # OpenCV warns on stderr; we raise
     try:
         cap = cv2.VideoCapture(index, backend)
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        if logging:
+            logging.setLogLevel(level)
     if not cap.isOpened():
         cap.release()
         where = f"/dev/video{index}" if backend == cv2.CAP_V4L2 else f"index {index}"

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +23,51 @@ def _rgb(name: str) -> tuple[float, float, float]:
     return r / 255, g / 255, b / 255
 
 
-def read_track_series(jsonl: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """track id -> (times (T,), emotion probabilities (T,7)) from faces.jsonl, thinned to MAX_POINTS."""
-    series: dict[int, list] = defaultdict(list)
-    with open(jsonl, encoding="utf-8") as f:
+_TRACK_ID = re.compile(rb'"track_id":(-?\d+)')  # faces.jsonl is written with separators (",", ":")
+
+
+def _row_track(line: bytes) -> int | None:
+    m = _TRACK_ID.search(line)
+    return int(m.group(1)) if m else None
+
+
+def read_track_series(
+    jsonl: Path, max_tracks: int | None = None, max_points: int = MAX_POINTS
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """track id -> (times (T,), emotion probabilities (T,7)) from faces.jsonl, thinned to `max_points`.
+
+    Thinning happens while reading, so memory is bounded by the points kept, not by the file: a first pass
+    counts each track's rows (ids only), a second keeps every k-th row of the `max_tracks` longest tracks
+    (all tracks when None), k chosen from the count.
+    """
+    counts: Counter[int] = Counter()
+    with open(jsonl, "rb") as f:
         for line in f:
+            tid = _row_track(line)
+            if tid is not None and tid >= 0 and b'"emotion":' in line:
+                counts[tid] += 1
+    chosen = dict(counts.most_common(max_tracks))
+    step = {tid: -(-n // max_points) for tid, n in chosen.items()}
+    seen: Counter[int] = Counter()
+    series: dict[int, list] = {tid: [] for tid in chosen}
+    with open(jsonl, "rb") as f:
+        for line in f:
+            tid = _row_track(line)
+            if tid not in chosen or b'"emotion":' not in line:
+                continue
+            n, seen[tid] = seen[tid], seen[tid] + 1
+            if n % step[tid]:
+                continue
             try:
                 r = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a hard kill: the rest is still good
+                series[tid].append((r["time_s"], *(r["emotion"][e] for e in EMOTIONS)))
+            except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a hard kill
                 continue
-            if isinstance(r, dict) and "emotion" in r and r.get("track_id", -1) >= 0:
-                series[r["track_id"]].append((r["time_s"], *(r["emotion"][e] for e in EMOTIONS)))
     out = {}
     for tid, rows in series.items():
-        a = np.asarray(rows, np.float64)[:: -(-len(rows) // MAX_POINTS)]  # at most MAX_POINTS; null -> NaN
-        out[tid] = (a[:, 0], a[:, 1:])
+        if rows:
+            a = np.asarray(rows, np.float64)  # null -> NaN
+            out[tid] = (a[:, 0], a[:, 1:])
     return out
 
 
@@ -44,16 +75,14 @@ def plot_timeline(jsonl: Path, png: Path, title: str = "") -> dict | None:
     """timeline.png: stacked emotion probabilities over time, one panel per track seen in at least
     MIN_TRACK_FRAMES frames (all tracks when none is that long); the figure says how many short ones it
     left out. Returns {"tracks_shown", "short_tracks_left_out"}, or None when there is no track."""
-    series = read_track_series(jsonl)
+    series = read_track_series(jsonl)  # thinned while reading: memory bounded by the points kept
     if not series:
         return None
     long_enough = [t for t in series if len(series[t][0]) >= MIN_TRACK_FRAMES] or list(series)
     tids, left_out = sorted(long_enough), len(series) - len(long_enough)
-    plt = _pyplot()
     panel_in = 1.4 if len(tids) <= 8 else max(0.5, 11.2 / len(tids))  # many tracks: thinner panels
-    fig, axes = plt.subplots(
-        len(tids), 1, figsize=(10, 1.6 + panel_in * len(tids)), sharex=True, squeeze=False
-    )
+    fig = _figure(figsize=(10, 1.6 + panel_in * len(tids)))
+    axes = fig.subplots(len(tids), 1, sharex=True, squeeze=False)
     for ax, tid in zip(axes[:, 0], tids, strict=True):
         t, p = series[tid]
         ax.stackplot(t, p.T, colors=[_rgb(e) for e in EMOTIONS], labels=EMOTIONS, linewidth=0)
@@ -83,10 +112,10 @@ def plot_face_bars(jsonl: Path, png: Path, title: str = "") -> int:
     if not faces:
         return 0
     faces.sort(key=lambda r: r["xyxy"][0])
-    plt = _pyplot()
     cols = min(len(faces), 4)
     rows = -(-len(faces) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows + 0.6), squeeze=False, sharey=True)
+    fig = _figure(figsize=(2.6 * cols, 2.0 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for ax in axes.flat[len(faces) :]:
         ax.set_visible(False)
     for ax, r in zip(axes.flat, faces, strict=False):
@@ -100,21 +129,14 @@ def plot_face_bars(jsonl: Path, png: Path, title: str = "") -> int:
     return len(faces)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib Figure without pyplot: the process's matplotlib backend stays as it is."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _save(fig, png: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    try:
-        with atomic_path(png, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)

@@ -7,13 +7,14 @@ written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -105,25 +106,44 @@ def _num(v, digits: int) -> float | None:
 
 
 class JsonlSink:
-    """faces.jsonl: one object per face per processed frame, flushed after every frame."""
+    """faces.jsonl: one object per face per processed frame, written and flushed per frame.
+
+    A frame's lines are written whole or not at all: a write that fails (a full disk) is cut back to the
+    end of the last whole frame, and raises OutputError naming the file.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._f: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot be written ({e.strerror})") from None
+        self._good = 0  # bytes of whole lines so far
         self.lines = 0
 
     def write(self, batch: FaceBatch) -> None:
-        if self._f is None or not len(batch):
+        if self._fd is None or not len(batch):
             return
         rows = face_records(batch)
-        self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
-        self._f.flush()
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode("utf-8")
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+            raise OutputError(
+                f"{self.path}: cannot be written ({e.strerror}); it ends with the last whole frame"
+            ) from None
+        self._good += len(data)
         self.lines += len(rows)
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def write_tracks_csv(path: Path, summaries: list) -> None:
@@ -221,14 +241,23 @@ class VideoSink:
     TIME_BASE = Fraction(1, 90000)
 
     def __init__(
-        self, path: Path, wh: tuple[int, int], fps: float, preset: str = "ultrafast", audio=None
+        self,
+        path: Path,
+        wh: tuple[int, int],
+        fps: float,
+        preset: str = "ultrafast",
+        audio=None,
+        threads: int = 2,
     ) -> None:
         """`audio`: an `pipeline.io.audio.AudioTrack` muxed beside the video, in step with it (or None)."""
         import av
 
         self.path = Path(path)
         self.wh = encodable_wh(wh)
-        self._container = av.open(str(self.path), "w", options={"movflags": "frag_keyframe+empty_moov"})
+        try:
+            self._container = av.open(str(self.path), "w", options={"movflags": "frag_keyframe+empty_moov"})
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot be written ({e.strerror or e})") from None
         rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self.wh
@@ -236,12 +265,13 @@ class VideoSink:
         self._stream.codec_context.time_base = self.TIME_BASE
         self._stream.time_base = self.TIME_BASE
         # a keyframe, hence an MP4 fragment, every ~2 s: a hard kill loses at most that much video
-        # two encoder threads: x264's default (1.5 per core) starved the other stages on 2 cores
+        # `threads` (pipeline.runtime.threads.encoder_threads): x264's default (1.5 per core) starved the
+        # other stages on 2 cores
         self._stream.options = {
             "preset": preset,
             "crf": "23",
             "g": str(max(1, round(2 * float(rate)))),
-            "threads": "2",
+            "threads": str(threads),
         }
         self._period_s = 1 / float(rate)
         self.audio = audio
@@ -259,22 +289,32 @@ class VideoSink:
         self._first_s = time_s if self._first_s is None else self._first_s
         pts = max(round((time_s - self._first_s) / self.TIME_BASE), self._last_pts + 1)  # increasing
         frame.pts, frame.time_base, self._last_pts = pts, self.TIME_BASE, pts
-        self._container.mux(self._stream.encode(frame))
-        if self.audio is not None:  # sound up to this frame's time: the file ends with both streams
-            self.audio.mux_until(self._container, float(pts * self.TIME_BASE))
+        with self._named_errors():
+            self._container.mux(self._stream.encode(frame))
+            if self.audio is not None:  # sound up to this frame's time: the file ends with both streams
+                self.audio.mux_until(self._container, float(pts * self.TIME_BASE))
         self.frames += 1
 
     def close(self) -> None:
         if self._container is None:
             return
+        container, self._container = self._container, None
+        with self._named_errors():
+            try:
+                if self.audio is not None:  # the last frame lasts one period: so does the sound after it
+                    end_s = float(max(self._last_pts, 0) * self.TIME_BASE) + self._period_s
+                    self.audio.close(container, end_s if self.frames else 0.0)
+                container.mux(self._stream.encode(None))
+            finally:
+                container.close()
+
+    @contextlib.contextmanager
+    def _named_errors(self):
+        """A failed write (a full disk) as one line naming annotated.mp4 (PyAV's own names no file)."""
         try:
-            if self.audio is not None:  # the last frame lasts one period: so does the sound after it
-                end_s = float(max(self._last_pts, 0) * self.TIME_BASE) + self._period_s
-                self.audio.close(self._container, end_s if self.frames else 0.0)
-            self._container.mux(self._stream.encode(None))
-        finally:
-            self._container.close()
-            self._container = None
+            yield
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot be written ({e.strerror or e})") from None
 
 
 def _pad_even(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:

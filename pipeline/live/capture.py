@@ -4,6 +4,8 @@ A file ends cleanly. A live source (camera, network stream) that stops is reopen
 back-off; every loss, failed attempt and reconnect is recorded as an event, and after `Backoff.attempts`
 failures in a row the source is reported lost. Frames of every (re)opened source are renumbered so
 indices and times keep increasing across reconnects, as the tracker, smoother and mp4 writer expect.
+Every stretch longer than `STALL_S` without a new frame (a stalled stream, a camera gone, reconnecting,
+up to the stop) adds to `no_source_s`, so a run that mostly had no picture says so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from engines.errors import EmostreamError
 from pipeline.frames import Frame
 from pipeline.io.capture import Source
 from pipeline.runtime.mailbox import Mailbox
+
+STALL_S = 1.0
+"""A gap between frames longer than this (or than 3 frame intervals, if longer) is time without a source."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class CaptureThread(threading.Thread):
         self._index = 0
         self._shift_s: float | None = 0.0  # added to source times; None: set at the next frame
         self._last: Frame | None = None
+        self._stall_s = max(STALL_S, 3.0 / source.info.fps) if source.info.fps > 0 else STALL_S
+        self._last_frame_at = time.monotonic()
+        self._ended_at: float | None = None
+        self._gaps_s = 0.0
 
     def run(self) -> None:
         try:
@@ -77,13 +86,31 @@ class CaptureThread(threading.Thread):
         finally:
             if self.source is not None:
                 self._retire(self.source)
+            self._ended_at = time.monotonic()
             self.box.close()
+
+    def start(self) -> None:
+        self._last_frame_at = time.monotonic()  # time without a source counts from the start of capture
+        super().start()
 
     def _read_all(self, source: Source) -> None:
         for frame in source:
+            now = time.monotonic()
+            if now - self._last_frame_at > self._stall_s:
+                self._gaps_s += now - self._last_frame_at
+            self._last_frame_at = now
             self.box.put(self._renumbered(frame))
             if self.stop.is_set():
                 break
+
+    def no_source_s(self, until: float | None = None) -> float:
+        """Seconds so far in stretches without a frame longer than the stall limit, the open one included
+        up to `until` (default: when capture ended, else now). A file that simply ended is not counted."""
+        end = min(x for x in (until, self._ended_at, time.monotonic()) if x is not None)
+        if self._ended_at is not None and not self.live and not self.stop.is_set():
+            end = self._last_frame_at  # a file's end is no loss
+        gap = end - self._last_frame_at
+        return self._gaps_s + (gap if gap > self._stall_s else 0.0)
 
     def _renumbered(self, frame: Frame) -> Frame:
         """The frame with a run-wide index and a time that keeps increasing after a reconnect."""
@@ -129,13 +156,15 @@ class CaptureThread(threading.Thread):
     def _event(self, kind: str, detail: str) -> None:
         self.events.append({"t_s": round(time.monotonic() - self._t0, 3), "event": kind, "detail": detail})
 
-    def report(self) -> dict:
-        """Frames read and decode errors over every source so far, reconnects, loss and events."""
+    def report(self, until: float | None = None) -> dict:
+        """Frames read and decode errors over every source so far, reconnects, loss, seconds without a
+        source (up to `until`, a time.monotonic(): the run's end) and events."""
         current = self.source
         return {
             "frames_read": self._done_read + (current.frames_read if current else 0),
             "decode_errors": self._done_errors + (current.decode_errors if current else 0),
             "reconnects": self.reconnects,
             "source_lost": self.lost,
+            "no_source_s": round(self.no_source_s(until), 2),
             "events": list(self.events),
         }

@@ -9,6 +9,7 @@ dropped there, counted) rather than growing a queue.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from array import array
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import OutputError
 from pipeline.frames import FaceBatch, Frame
 from pipeline.io.sinks import JsonlSink, VideoSink
 from pipeline.runtime.runner import END, Consumer, put
+from pipeline.runtime.threads import encoder_threads
 
 LATENCY_CSV = "latency.csv"
 LATENCY_COLUMNS = ("frame", "time_s", "captured_s", "tracked_ms", "render_ms", "latency_ms")
@@ -83,8 +86,11 @@ class LiveOutputs:
         self.out_dir, self.fps, self.write_video = Path(out_dir), fps, write_video
         self.jsonl = JsonlSink(self.out_dir / "faces.jsonl")
         self.video: VideoSink | None = None
-        self._csv = open(self.out_dir / LATENCY_CSV, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._csv.write(",".join(LATENCY_COLUMNS) + "\n")
+        self._csv_path = self.out_dir / LATENCY_CSV
+        with self._named(self._csv_path):
+            self._csv = open(self._csv_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self._csv.write(",".join(LATENCY_COLUMNS) + "\n")
+        self.threads = encoder_threads()
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._writer = Consumer(self._write, self._q, "write")
@@ -100,24 +106,38 @@ class LiveOutputs:
         frame, batches, image_bgr, row = item
         for batch in batches:
             self.jsonl.write(batch)
-        self._csv.write(",".join(str(v) for v in row) + "\n")
-        self._csv.flush()
+        with self._named(self._csv_path):
+            self._csv.write(",".join(str(v) for v in row) + "\n")
+            self._csv.flush()
         if self.write_video:
             if self.video is None:
-                self.video = VideoSink(self.out_dir / "annotated.mp4", frame.size_wh, self.fps)
+                self.video = VideoSink(
+                    self.out_dir / "annotated.mp4", frame.size_wh, self.fps, threads=self.threads
+                )
             self.video.write(image_bgr, frame.time_s)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _named(path: Path):
+        try:
+            yield
+        except OSError as e:
+            raise OutputError(f"{path}: cannot be written ({e.strerror or e})") from None
 
     def close(self) -> None:
         """Write what was handed over, then close every file (the mp4 is finalised)."""
         put(self._q, END, self._stop)
         self._writer.join()
         self._stop.set()
-        self.jsonl.close()
-        self._csv.close()
-        if self.video is not None:
-            self.video.close()
-        if self._writer.error is not None:
-            raise self._writer.error
+        try:
+            self.jsonl.close()
+            with contextlib.suppress(OSError):  # its lines were flushed one by one; a failure was raised then
+                self._csv.close()
+            if self.video is not None:
+                self.video.close()
+        finally:
+            if self._writer.error is not None:
+                raise self._writer.error
 
     @property
     def counts(self) -> dict[str, int]:

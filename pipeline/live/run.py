@@ -15,17 +15,17 @@ import dataclasses
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engines.backends.base import usable_cpus
 from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import Frame, SourceInfo
 from pipeline.io.capture import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from pipeline.io.sinks import prepare_out_dir
+from pipeline.io.outlock import claimed_out_dir
 from pipeline.io.urls import redact_urls
 from pipeline.live.capture import Backoff, CaptureThread
 from pipeline.live.outputs import LatencyLog, LiveOutputs
@@ -34,7 +34,8 @@ from pipeline.live.summary import build_summary, preview_state
 from pipeline.live.window import WindowDisplay, has_display
 from pipeline.runtime.mailbox import Mailbox
 from pipeline.runtime.runner import END, Failure
-from pipeline.stages.detect import set_cv_threads
+from pipeline.runtime.signals import SignalGate, signals_deferred
+from pipeline.runtime.threads import job_threads, live_infer_threads
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class LiveJob:
     overwrite: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     render_queue: int = 2  # tracked frames waiting to be drawn
-    cv_threads: int | None = None  # OpenCV threads; None: LIVE_CV_THREADS
+    cv_threads: int | None = None  # OpenCV threads; None: pipeline.runtime.threads.detector_threads(live)
 
     @property
     def shown_as(self) -> str:
@@ -65,23 +66,17 @@ class LiveJob:
         return f"camera:{self.camera}" if self.source is None else redact_urls(str(self.source))
 
 
-LIVE_INTRA_OP_THREADS = 1
-"""onnxruntime threads for live inference. Measured (docs/benchmarks.md, Live mode): with inference on its
-own thread beside detection, one thread halves CPU use and cuts p95 latency on 2 cores; the default pool
-spin-waits between calls and starves the detector."""
-
-
-LIVE_CV_THREADS = 2
-"""OpenCV (detector) threads in live mode, at most one per core, at every frame size. Measured on 2 cores
-(docs/benchmarks.md, Live mode): at 1080p, 2 threads lowered p95 latency against 1 in all four rows. Live
-is paced by its source, so the shorter detection pass counts, unlike `run`, which takes 1 from 720p up
-to leave the cores to decoding and encoding."""
+CAPTURE_JOIN_S = 0.3
+"""How long the end of a run waits for the capture thread: one stuck in a stalled network read is left
+behind (a daemon thread, its source not closed under it) so a stop takes effect within a second."""
 
 
 def live_analyzer(config: AnalyzerConfig) -> FaceAnalyzer:
-    """A FaceAnalyzer for live mode: CPU inference on LIVE_INTRA_OP_THREADS unless `config.threads` is set."""
+    """A FaceAnalyzer for live mode: CPU inference on `live_infer_threads()` unless `config.threads` is set
+    (measured on 2 cores, docs/benchmarks.md, Live mode: with inference on its own thread beside detection,
+    one thread halves CPU use and cuts p95 latency; the default pool spin-waits and starves the detector)."""
     if config.threads is None:
-        config = dataclasses.replace(config, threads=LIVE_INTRA_OP_THREADS)
+        config = dataclasses.replace(config, threads=live_infer_threads())
     return FaceAnalyzer(config)
 
 
@@ -117,27 +112,31 @@ def run_live(
     `on_ready(preview_url_or_None)` is called once everything is set up, just before capture starts.
     `stop` (optional) ends the run from another thread, like the end of the source.
     """
-    out = prepare_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else None
-    source = open_live_source(job)
-    set_cv_threads(source.info, job.cv_threads or min(LIVE_CV_THREADS, usable_cpus()))
-    own = analyzer is None
-    try:
-        t0 = time.perf_counter()
-        if analyzer is None:
-            analyzer = live_analyzer(job.analyzer)
-        else:
-            analyzer.reset()  # a reused analyzer: this run's time starts at 0 again
-        warm_up(analyzer, source.info)
-        setup_s = time.perf_counter() - t0
-        run = _run(job, source, analyzer, out, on_ready, stop)
-        return build_summary(job, run, setup_s, out)
-    finally:
-        source.close()
-        if own and analyzer is not None:
-            analyzer.close()
+    claim = claimed_out_dir(job.out_dir, job.overwrite) if job.out_dir is not None else nullcontext()
+    with claim as out:
+        source = open_live_source(job)
+        own, holder = analyzer is None, {}
+        try:
+            with job_threads(source.info, job.cv_threads, live=True):
+                t0 = time.perf_counter()
+                if analyzer is None:
+                    analyzer = live_analyzer(job.analyzer)
+                else:
+                    analyzer.reset()  # a reused analyzer: this run's time starts at 0 again
+                warm_up(analyzer, source.info)
+                setup_s = time.perf_counter() - t0
+                with contextlib.ExitStack() as finishing:  # signals held from closing to summary.json
+                    run = _run(job, source, analyzer, out, on_ready, stop, finishing, holder)
+                    return build_summary(job, run, setup_s, out)
+        finally:
+            capture = holder.get("capture")
+            if capture is None or not capture.is_alive():  # never close a source under a stuck read
+                source.close()
+            if own and analyzer is not None:
+                analyzer.close()
 
 
-def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> LiveRun:
+def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop, finishing, holder) -> LiveRun:
     """Open the displays and writers, run, and close them (outputs stay valid on any exit)."""
     outputs = preview = window = None
     try:
@@ -151,9 +150,11 @@ def _run(job: LiveJob, source, analyzer, out: Path | None, on_ready, stop) -> Li
         if on_ready:
             on_ready(preview.url if preview else None)
         run = LiveRun(job, source, analyzer, outputs, preview, window, stop)
+        holder["capture"] = run.capture
         run.run()
         return run
     finally:
+        finishing.enter_context(signals_deferred())
         with contextlib.ExitStack() as closing:  # each closes even if another raises; outputs last
             for part in (outputs, preview, window):
                 if part is not None:
@@ -181,6 +182,7 @@ class LiveRun:
         self.infer = InferWorker(analyzer, self.infer_box, self.latest, self.abort)
         self.t0 = time.monotonic()
         self.log = LatencyLog(self.t0)
+        self.gate = SignalGate()
         self.shown = self.faces = 0
         self.stop_reason, self.interrupted, self.wall_s = "end", False, 0.0
 
@@ -190,19 +192,22 @@ class LiveRun:
         for t in (self.capture, self.detect, self.infer):
             t.start()
         try:
-            self._loop()
-        except KeyboardInterrupt:
-            self.interrupted, self.stop_reason = True, "interrupted"
-            self._request_stop()
-            try:
-                self._loop()
-            except KeyboardInterrupt:
-                self.abort.set()
+            with self.gate:
+                try:
+                    self._loop()
+                except KeyboardInterrupt:
+                    self.interrupted, self.stop_reason = True, "interrupted"
+                    self._request_stop()
+                    try:
+                        self._loop()
+                    except KeyboardInterrupt:
+                        self.abort.set()
         finally:
             self._request_stop()
             self.abort.set()
-            for t in (self.detect, self.infer, self.capture):
+            for t in (self.detect, self.infer):
                 t.join(timeout=5)
+            self.capture.join(timeout=CAPTURE_JOIN_S)  # a read stuck on a stalled source is left behind
             self.wall_s = time.monotonic() - self.t0
         for t in (self.capture, self.detect, self.infer):
             if t.error is not None:
@@ -245,11 +250,12 @@ class LiveRun:
             self.preview.publish(image, preview_state(self, frame, known, unknown))
         if self.window is not None and not self.window.show(image):
             self._request_stop("quit")
-        row = self.log.add(frame, tracked_at_s, render_s, time.monotonic())
-        self.shown += 1
-        self.faces += len(batch)
-        if self.outputs is not None:
-            self.outputs.submit(frame, (known, unknown), image, row)
+        with self.gate.held():  # handed to the writer and counted, or neither: a signal waits for both
+            row = self.log.add(frame, tracked_at_s, render_s, time.monotonic())
+            if self.outputs is not None:
+                self.outputs.submit(frame, (known, unknown), image, row)
+            self.shown += 1
+            self.faces += len(batch)
 
 
 __all__ = ["Backoff", "LiveJob", "LiveRun", "has_display", "live_analyzer", "run_live"]

@@ -9,8 +9,7 @@ import numpy as np
 
 from engines.labels import gender_of, top_of
 from pipeline.frames import FaceBatch, Frame
-from pipeline.io.sinks import write_json
-from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
+from pipeline.io.summary import analyzer_facts, machine_facts, plot_due, write_end_files
 from pipeline.live.outputs import percentiles_ms
 
 
@@ -66,11 +65,23 @@ def frame_counts(run) -> dict:
     }
 
 
+NO_SOURCE_WARN_S = 2.0
+NO_SOURCE_WARN_FRACTION = 0.05
+"""A live run warns (and `emostream live` exits 3) when it spent more than NO_SOURCE_WARN_S seconds and
+more than this fraction of its wall time without a source."""
+
+
+def source_missing(summary: dict) -> bool:
+    """Whether the run spent long enough without a source to say so (see NO_SOURCE_WARN_S)."""
+    gap, wall = summary.get("no_source_s", 0.0), summary["timings"]["wall_s"]
+    return gap > NO_SOURCE_WARN_S and gap > NO_SOURCE_WARN_FRACTION * wall
+
+
 def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
     """summary.json (and tracks.csv, timeline.png) of a finished live run; returns the summary."""
-    analyzer, capture = run.analyzer, run.capture.report()
+    analyzer, capture = run.analyzer, run.capture.report(until=run.t0 + run.wall_s)
     tracks = analyzer.aggregator.track_summaries()
-    outputs = _write_tables(out, tracks, job.shown_as, run) if out is not None else {}
+    outputs = _tables(tracks, run) if out is not None else {}
     counts = frame_counts(run)
     summary = {
         "mode": "live",
@@ -89,6 +100,7 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
         "stop_reason": "source_lost" if capture["source_lost"] else run.stop_reason,
         "reconnects": capture["reconnects"],
         "source_lost": capture["source_lost"],
+        "no_source_s": capture["no_source_s"],
         "source_events": capture["events"],
         "latency_ms": run.log.summary(),
         "render_ms": percentiles_ms(run.log.render_s),
@@ -105,16 +117,15 @@ def build_summary(job, run, setup_s: float, out: Path | None) -> dict:
         "machine": machine_facts(),
     }
     if out is not None:
-        write_json(out / "summary.json", summary)
+        write_end_files(out, tracks, job.shown_as, summary)
     return summary
 
 
-def _write_tables(out: Path, tracks: list, title: str, run) -> dict:
-    plotted = write_track_tables(out, tracks, title)
+def _tables(tracks: list, run) -> dict:
     written = run.outputs.counts if run.outputs is not None else {}
     return {
         **written,
         "tracks.csv": len(tracks),
         "latency.csv": run.shown,
-        "timeline.png": bool(plotted["file"]),
+        "timeline.png": plot_due(tracks),
     }

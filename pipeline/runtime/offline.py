@@ -12,12 +12,14 @@ from pipeline.analyzer import FaceAnalyzer
 from pipeline.config import AnalyzerConfig
 from pipeline.frames import FaceBatch, Frame
 from pipeline.io.capture import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, open_source
-from pipeline.io.sinks import JsonlSink, VideoSink, prepare_out_dir, write_json
+from pipeline.io.outlock import claimed_out_dir
+from pipeline.io.sinks import JsonlSink, VideoSink
 from pipeline.io.stills import still_output_name, write_still
-from pipeline.io.summary import analyzer_facts, machine_facts, write_track_tables
+from pipeline.io.summary import analyzer_facts, machine_facts, planned_plot, write_end_files
 from pipeline.runtime.runner import RunStats, run_offline
+from pipeline.runtime.signals import signals_deferred
+from pipeline.runtime.threads import encoder_threads, job_threads
 from pipeline.runtime.timing import StageTimer
-from pipeline.stages.detect import set_cv_threads
 
 EXIT_PARTIAL_INPUT = 3
 """Exit code when the input was only partly readable: what decoded was processed, the rest was lost."""
@@ -50,6 +52,7 @@ class _Outputs:
         self.video: VideoSink | None = None
         self.still: str | None = None  # the annotated picture's file name, once written
         self.audio: dict | None = None  # what became of the input's sound
+        self.threads = encoder_threads()
 
     def emit(self, frame: Frame, batch: FaceBatch) -> None:
         with self.timer("write"):
@@ -66,7 +69,9 @@ class _Outputs:
                 return
             if self.video is None:
                 path, fps = self.out / "annotated.mp4", self.source.info.fps
-                self.video = VideoSink(path, frame.size_wh, fps, audio=self._audio_track(frame.time_s))
+                self.video = VideoSink(
+                    path, frame.size_wh, fps, audio=self._audio_track(frame.time_s), threads=self.threads
+                )
             self.video.write(img, frame.time_s)
 
     def _audio_track(self, first_time_s: float):
@@ -131,24 +136,24 @@ def run_job(
     """Process `job.input` into `job.out_dir`; returns the summary (also written as summary.json).
 
     The input is opened before the output folder is made, and a folder this run made is removed again
-    when the run fails before writing anything into it. `on_start(expected frames or None)` is called
-    once the models are loaded, just before the first frame.
+    when the run fails before writing anything into it. The folder is locked for the whole job (a second
+    run into it is refused); the end-of-run files are written with Ctrl-C/SIGTERM held back, so an
+    interrupt then costs nothing already processed. `on_start(expected frames or None)` is called once
+    the models are loaded, just before the first frame.
     """
     _check_trim(job)
     # a bad input fails here, before any folder is made
     source = open_source(job.input, max_pixels=job.max_pixels, timeout_s=job.timeout_s)
+    made = not Path(job.out_dir).exists()
     try:
-        made = not job.out_dir.exists()
-        out = prepare_out_dir(job.out_dir, job.overwrite)
+        with claimed_out_dir(job.out_dir, job.overwrite) as out:
+            return _run(job, source, out, on_frame, on_start)
     except BaseException:
-        source.close()
-        raise
-    try:
-        return _run(job, source, out, on_frame, on_start)
-    except BaseException:
+        with contextlib.suppress(Exception):
+            source.close()  # closed already if the run started; not if the folder was refused
         if made:
             with contextlib.suppress(OSError):
-                out.rmdir()  # only when empty: whatever was written stays
+                Path(job.out_dir).rmdir()  # only when empty: whatever was written stays
         raise
 
 
@@ -163,46 +168,57 @@ def _check_trim(job: OfflineJob) -> None:
 
 def _run(job: OfflineJob, source, out: Path, on_frame, on_start) -> dict:
     timer = StageTimer()
-    set_cv_threads(source.info)
     analyzer = outputs = None
     try:
-        t0 = time.perf_counter()
-        analyzer = FaceAnalyzer(job.analyzer, timer=timer)
-        setup_s = time.perf_counter() - t0
-        outputs = _Outputs(dataclasses.replace(job, out_dir=out), source, timer)
+        with job_threads(source.info):
+            t0 = time.perf_counter()
+            analyzer = FaceAnalyzer(job.analyzer, timer=timer)
+            setup_s = time.perf_counter() - t0
+            outputs = _Outputs(dataclasses.replace(job, out_dir=out), source, timer)
 
-        def emit(frame: Frame, batch: FaceBatch) -> None:
-            outputs.emit(frame, batch)
-            if on_frame:
-                on_frame(frame, batch)
+            def emit(frame: Frame, batch: FaceBatch) -> None:
+                outputs.emit(frame, batch)
+                if on_frame:
+                    on_frame(frame, batch)
 
-        start_s, end_s = (None, None) if source.info.is_still else (job.start_s, job.end_s)
-        if on_start:
-            on_start(expected_frames(source.info, start_s, end_s))
-        stats = run_offline(
-            trimmed(source, start_s, end_s),
-            analyzer.process,
-            emit,
-            outputs.encode if job.write_video else None,
-            batch_frames=job.batch_frames,
-            timer=timer,
-        )
+            start_s, end_s = (None, None) if source.info.is_still else (job.start_s, job.end_s)
+            if on_start:
+                on_start(expected_frames(source.info, start_s, end_s))
+            stats = run_offline(
+                trimmed(source, start_s, end_s),
+                analyzer.process,
+                emit,
+                outputs.encode if job.write_video else None,
+                batch_frames=job.batch_frames,
+                timer=timer,
+            )
+    except BaseException:
+        _close(outputs, source, analyzer)
+        raise
+    with signals_deferred():
+        _close(outputs, source, analyzer)
+        return _finish(job, out, source, analyzer, stats, setup_s, outputs)
+
+
+def _close(outputs: _Outputs | None, source, analyzer: FaceAnalyzer | None) -> None:
+    """Close the writers (the mp4 is finalised), the source and the analyzer, each even if another fails."""
+    try:
+        if outputs is not None:
+            outputs.close()
     finally:
         try:
-            if outputs is not None:
-                outputs.close()
-        finally:
             source.close()
+        finally:
             if analyzer is not None:
-                analyzer.close()  # the detector only: _finish still reads the aggregator and net
-    return _finish(job, out, source, analyzer, stats, setup_s, outputs)
+                analyzer.close()  # detector and backend: _finish still reads the aggregator and net facts
 
 
 def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, setup_s: float, outputs) -> dict:
-    """tracks.csv, the plot (timeline.png, or emotions.png for a photo) and summary.json once the frames
-    are done (or interrupted)."""
+    """tracks.csv, summary.json and the plot (timeline.png, or emotions.png for a photo), in that order,
+    once the frames are done (or interrupted)."""
     tracks = analyzer.aggregator.track_summaries()
-    plot = write_track_tables(out, tracks, source.info.path, still=source.info.is_still)  # URL sans password
+    still = source.info.is_still
+    plot = planned_plot(tracks, still)
     summary = {
         "input": {
             **dataclasses.asdict(source.info),
@@ -236,5 +252,5 @@ def _finish(job, out: Path, source, analyzer: FaceAnalyzer, stats: RunStats, set
         },
         "machine": machine_facts(),
     }
-    write_json(out / "summary.json", summary)
+    write_end_files(out, tracks, source.info.path, summary, still=still)  # a URL without its password
     return summary

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pipeline.frames import FaceBatch, Frame
+from pipeline.runtime.signals import SignalGate
 from pipeline.runtime.timing import StageTimer
 
 END = object()
@@ -122,8 +123,11 @@ def run_offline(
 ) -> RunStats:
     """Run frames through `process` in order; `emit` on the main thread, `encode` on its own thread.
 
-    KeyboardInterrupt stops decoding, lets the encoder finish what it was handed, and returns stats with
-    `interrupted=True`: every frame that reached `emit` also reached `encode`.
+    KeyboardInterrupt (Ctrl-C, SIGTERM through the CLI) stops decoding, lets the encoder finish what it was
+    handed, and returns stats with `interrupted=True`. Each frame is passed to `emit`, queued for `encode`
+    and counted as one step that a signal does not cut (it takes effect between frames), so the frames
+    counted, emitted and encoded are always the same; an `emit` that raises leaves its frame out of all
+    three.
     """
     timer = timer or StageTimer()
     stop = threading.Event()
@@ -136,18 +140,19 @@ def run_offline(
     if encoder:
         encoder.start()
     try:
-        done = False
-        while not done:
-            chunk, done, error = take(q_in, batch_frames)
-            for frame, batch in zip(chunk, process(chunk), strict=True):
-                emit(frame, batch)
-                if encoder:
-                    _check(encoder)
-                    q_out.put((frame, batch))
-                stats.frames += 1
-                stats.faces += len(batch)
-            if error is not None:
-                raise error
+        with SignalGate() as gate:
+            done = False
+            while not done:
+                chunk, done, error = take(q_in, batch_frames)
+                for frame, batch in zip(chunk, process(chunk), strict=True):
+                    with gate.held():  # written, queued and counted, or none of the three
+                        emit(frame, batch)
+                        if encoder:
+                            _hand_over(encoder, q_out, (frame, batch))
+                        stats.frames += 1
+                        stats.faces += len(batch)
+                if error is not None:
+                    raise error
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
@@ -160,6 +165,20 @@ def run_offline(
     if encoder:
         _check(encoder)
     return stats
+
+
+def _hand_over(encoder: Consumer, q_out: queue.Queue, item) -> None:
+    """Queue `item` for the encoder, waiting while the queue is full, but never for an encoder that
+    failed or ended (its error is raised)."""
+    while True:
+        _check(encoder)
+        if not encoder.is_alive():
+            raise RuntimeError("the encoder thread ended before the end of the stream")
+        try:
+            q_out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _drain(encoder: Consumer, q_out: queue.Queue, stats: RunStats) -> None:

@@ -39,7 +39,8 @@ def extract_clip(path: Path, analyzer, batch_frames: int = 8) -> ClipFeatures:
 
 
 def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers: int):
-    """Yield (sha256, ClipFeatures or error line) for each clip to extract, in this process or a pool."""
+    """Yield (sha256, ClipFeatures or error line, runtime that made it) for each clip to extract, in this
+    process or a pool; the runtime is the backend that started and its precision (`started_runtime`)."""
     if not todo:
         return
     if workers <= 1 or len(todo) == 1:
@@ -47,8 +48,9 @@ def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers:
 
         analyzer = FaceAnalyzer(config)
         try:
+            runtime = started_runtime(analyzer.net)
             for digest, paths in todo.items():
-                yield digest, _extract_or_error(paths[0], analyzer)
+                yield digest, _extract_or_error(paths[0], analyzer), runtime
         finally:
             analyzer.close()
         return
@@ -59,7 +61,7 @@ def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers:
         jobs = {pool.submit(_work, paths[0]): digest for digest, paths in todo.items()}
         try:
             for job in futures.as_completed(jobs):
-                yield jobs[job], job.result()
+                yield jobs[job], *job.result()
         except BaseException as e:
             pool.shutdown(wait=True, cancel_futures=True)
             if isinstance(e, BrokenProcessPool):  # killed (out of memory) or crashed in native code
@@ -68,6 +70,14 @@ def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers:
                     "are cached: run again, with fewer --workers if it repeats"
                 ) from None
             raise
+
+
+def started_runtime(net) -> dict:
+    """The backend a `MultiTaskNet` actually runs on and its precision (the feature-cache key's part)."""
+    from engines.backends import DEFAULT_PRECISION
+
+    name = net.backend_name
+    return {"backend": name, "precision": getattr(net.backend, "precision", DEFAULT_PRECISION.get(name, "?"))}
 
 
 def _extract_or_error(path: Path, analyzer) -> ClipFeatures | str:
@@ -100,7 +110,8 @@ def _init_worker(config: AnalyzerConfig, threads: int) -> None:
         _WORKER["error"] = str(why).splitlines()[0]
 
 
-def _work(path: Path) -> ClipFeatures | str:
+def _work(path: Path) -> tuple[ClipFeatures | str, dict]:
     if "error" in _WORKER:  # the same one line as one process gives, raised in the parent by result()
         raise EmostreamError(_WORKER["error"])
-    return _extract_or_error(path, _WORKER["analyzer"])
+    analyzer = _WORKER["analyzer"]
+    return _extract_or_error(path, analyzer), started_runtime(analyzer.net)

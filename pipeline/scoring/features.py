@@ -22,7 +22,9 @@ from pathlib import Path
 
 from pipeline.config import AnalyzerConfig, model_set
 from pipeline.scoring.clip_features import ClipFeatures
-from pipeline.scoring.feature_workers import run_extraction
+from pipeline.scoring.feature_workers import run_extraction, started_runtime
+
+__all__ = ["ExtractResult", "extract_features", "model_set_key", "runtime_of", "started_runtime"]
 
 OnClip = Callable[[Path, str], None]
 """Progress callback: (clip path, "cached" | "extracted" | "failed"), called once per clip in the parent."""
@@ -33,9 +35,11 @@ def model_set_key(ms: dict) -> str:
 
 
 def runtime_of(config: AnalyzerConfig) -> dict:
-    """The backend that will run the net ("auto" resolved on this machine) and its precision: part of the
-    cache key (GPU fp16 features never stand in for CPU fp32 ones), not of the model set a classifier
-    checks (a classifier trained on one backend may predict on another)."""
+    """The backend expected to run the net ("auto" resolved by probing this machine) and its precision:
+    what cached features are looked up under. Features are saved under the backend that actually started
+    (`started_runtime`): `auto` falls through when a probed backend fails to start, and GPU fp16 features
+    must never stand in for CPU fp32 ones. Part of the cache key, not of the model set a classifier checks
+    (a classifier trained on one backend may predict on another)."""
     from engines.backends import DEFAULT_PRECISION
 
     backend = _resolved_backend(config.backend)
@@ -85,10 +89,12 @@ def extract_features(
     on_clip: OnClip | None = None,
 ) -> ExtractResult:
     """Features of every clip in `paths` (cache, else the pipeline); unreadable clips land in `failed`."""
+    from engines.store.store import usable_dir
+
     config = _feature_config(config)
     ms, runtime = model_set(config), runtime_of(config)
     key = model_set_key({**ms, **runtime})
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = usable_dir(Path(cache_dir) if cache_dir else default_cache_dir(), "feature cache folder")
     result = ExtractResult({}, {}, ms, runtime)
     todo: dict[str, list[Path]] = {}  # sha256 -> paths with those bytes
     notify = on_clip or (lambda path, status: None)
@@ -107,9 +113,10 @@ def extract_features(
             notify(path, "cached")
         else:
             todo.setdefault(digest, []).append(path)
-    for digest, outcome in run_extraction(todo, config, workers):
+    for digest, outcome, started in run_extraction(todo, config, workers):
         if isinstance(outcome, ClipFeatures):
-            outcome.save(_cache_path(cache, digest, key))
+            result.runtime = started  # what made these features, which may not be what probing expected
+            outcome.save(_cache_path(cache, digest, model_set_key({**ms, **started})))
             result.extracted += 1
         for path in todo[digest]:
             if isinstance(outcome, ClipFeatures):

@@ -164,14 +164,12 @@ def _write_predictions(path: Path, rows: list[ClipRow], order: tuple[str, ...], 
 
 def plot_confusion(path: Path, confusion: dict, title: str) -> None:
     """confusion.png: counts (rows true, columns predicted), each cell annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the process's matplotlib backend stays as it is
 
     labels, m = confusion["labels"], np.asarray(confusion["matrix"])
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * n, 1.8 + 0.7 * n))
+    fig = Figure(figsize=(2.2 + 0.8 * n, 1.8 + 0.7 * n))
+    ax = fig.subplots()
     ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1, m.max()))
     for (i, j), count in np.ndenumerate(m):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > m.max() / 2 else "black")
@@ -181,11 +179,8 @@ def plot_confusion(path: Path, confusion: dict, title: str) -> None:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def load_classifier(path: Path) -> dict:

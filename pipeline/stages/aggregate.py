@@ -1,15 +1,20 @@
 """Per-track smoothing and summaries, clip emotion distribution, and EmotiW-style clip statistics.
 
-`Aggregator` keeps running sums per track (memory does not grow with video length, only with the number
-of tracks) and an exponential moving average of each track's emotion with a time constant in seconds,
-so variable frame rates smooth alike. The pure functions at the bottom turn per-frame feature arrays into
-fixed-length clip descriptors for the scoring code.
+`Aggregator` keeps running sums per live track and an exponential moving average of each track's emotion
+with a time constant in seconds, so variable frame rates smooth alike. A track the tracker ended is
+`retire`d: its summary is streamed to a spill file (an unnamed temporary file, gone with the process) and
+its state released, so memory stays flat on endless streams with ever new faces while `track_summaries()`
+still gives every track. The pure functions at the bottom turn per-frame feature arrays into fixed-length
+clip descriptors for the scoring code.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 
@@ -84,6 +89,8 @@ class Aggregator:
         self.time_s: float | None = None  # time of the last batch seen
         self._tracks: dict[int, _TrackState] = {}
         self._clip = _RunningMean((len(self.emotion_names),))
+        self._spill: IO[str] | None = None  # summaries of retired tracks, one JSON line each
+        self.retired = 0
 
     def update(self, batch: FaceBatch) -> FaceBatch:
         """Record the batch; returns it with outputs["emotion_smooth"] (N,K) when it has "emotion"."""
@@ -106,8 +113,48 @@ class Aggregator:
         return batch if emotion is None else batch.with_outputs(emotion_smooth=smooth)
 
     def track_summaries(self) -> list[TrackSummary]:
-        """One summary per track seen so far, by track id."""
-        return [self._summary(tid, s) for tid, s in sorted(self._tracks.items())]
+        """One summary per track seen so far (retired or live), by track id."""
+        alive = [self._summary(tid, s) for tid, s in self._tracks.items()]
+        return sorted([*self._spilled(), *alive], key=lambda t: t.track_id)
+
+    def retire(self, track_ids) -> None:
+        """Tracks that ended (their ids never come back): summary to the spill file, state released."""
+        for tid in track_ids:
+            state = self._tracks.pop(int(tid), None)
+            if state is None:
+                continue
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close)
+            t = self._summary(int(tid), state)
+            row = {**t.__dict__, "mean_emotion": [float(v) for v in t.mean_emotion]}
+            self._spill.write(json.dumps(row) + "\n")  # NaN survives as JSON's NaN extension
+            self.retired += 1
+
+    @property
+    def live_tracks(self) -> int:
+        """Tracks whose state is held (not retired yet)."""
+        return len(self._tracks)
+
+    def close(self) -> None:
+        """Drop the spill file (track_summaries() then lists live tracks only)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+            self.retired = 0
+
+    def _spilled(self) -> list[TrackSummary]:
+        if self._spill is None:
+            return []
+        self._spill.flush()
+        self._spill.seek(0)
+        out = []
+        for line in self._spill:
+            row = json.loads(line)
+            mean = np.asarray(row.pop("mean_emotion"), np.float64)
+            mean.setflags(write=False)
+            out.append(TrackSummary(mean_emotion=mean, **row))
+        self._spill.seek(0, 2)
+        return out
 
     def clip_distribution(self) -> dict[str, float]:
         """Mean emotion probability over every face-frame (tracked or not), normalised to sum to 1.

@@ -22,7 +22,6 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engines.backends.base import usable_cpus
 from engines.errors import EmostreamError
 from engines.store.store import ModelStore
 from pipeline.config import DETECTOR_MODELS
@@ -58,16 +57,13 @@ class Detector(Protocol):
 
 
 def set_cv_threads(info, threads: int | None = None) -> None:
-    """OpenCV (the detector) on one thread for 720p and up, where decoding and encoding need the cores.
+    """OpenCV (the detector) threads for frames of `info`'s size, process-wide and not restored: prefer
+    `pipeline.runtime.threads.job_threads`, which restores the count after the job. `threads` overrides
+    the rule (`detector_threads`: on 2 cores one thread for 720p and up, where decoding and encoding need
+    the cores, two below; measured in docs/benchmarks.md: 1080p 21 -> 33 fps with one thread)."""
+    from pipeline.runtime.threads import detector_threads
 
-    A process-wide OpenCV setting: `run` and `live` call it once their source's size is known; `threads`
-    overrides the rule.
-
-    Measured on 2 cores (docs/benchmarks.md): 1080p 21 -> 33 fps with one thread; 640x360 is faster with two.
-    """
-    if threads is None:
-        threads = 1 if info.width * info.height >= 1280 * 720 else min(2, usable_cpus())
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(threads or detector_threads(info.width, info.height))
 
 
 def create_detector(name: str = "yunet", store: ModelStore | None = None, **opts) -> Detector:
@@ -146,6 +142,7 @@ class BlazeFaceDetector:
             min_detection_confidence=self.low_score,
             min_suppression_threshold=nms_threshold,
         )
+        _hook_shutdown()
         with _quiet_stderr():  # LiteRT prints INFO/WARNING lines straight to fd 2 on create and first run
             self._task = vision.FaceDetector.create_from_options(options)
             self._task.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=_BLANK_RGB))
@@ -190,8 +187,15 @@ def _close_open_tasks() -> None:
         detector.close()
 
 
-# threading's pre-shutdown hook runs before the executors shut down; atexit runs after (too late).
-getattr(threading, "_register_atexit", lambda f: None)(_close_open_tasks)
+_HOOKED: list[bool] = []
+
+
+def _hook_shutdown() -> None:
+    """Once, when the first BlazeFace task is made (never at import): threading's pre-shutdown hook runs
+    before the executors shut down; atexit runs after (too late)."""
+    if not _HOOKED:
+        _HOOKED.append(True)
+        getattr(threading, "_register_atexit", lambda f: None)(_close_open_tasks)
 
 
 def _import_mediapipe():
@@ -247,12 +251,16 @@ def _five_points(points: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_opencv():
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    logging = getattr(cv2.utils, "logging", None)  # OpenCV 4 wheels have none (and print no such warning)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        logging.setLogLevel(level)
 
 
 @contextlib.contextmanager

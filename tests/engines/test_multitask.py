@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 import torch
 
 from engines.convert import export
-from engines.errors import EmostreamError
+from engines.errors import EmostreamError, ModelStoreError
 from engines.labels import gender_label, top_emotion
 from engines.multitask import FusedNet, MultiTaskNet, NetConfig
 from engines.nets.heads import DEFAULT_HEADS, build_head
 from engines.nets.ssrnet import build_ssrnet
+from engines.store.registry import MODELS
 from engines.store.store import ModelStore
 
 
@@ -162,7 +164,56 @@ def test_second_construction_hits_the_export_cache(tmp_path):
         stat.st_ino,
     )
     assert first.onnx_path.parent == store.derived_dir / "onnx"
-    assert [p.name for p in first.onnx_path.parent.iterdir()] == [first.onnx_path.name]  # no temp files left
+    names = sorted(p.name for p in first.onnx_path.parent.iterdir())  # no temp files left
+    assert names == [first.onnx_path.name, first.onnx_path.name + ".sha256"]
+
+
+def test_a_flipped_byte_in_a_cached_graph_is_caught_and_exported_again(tmp_path):
+    """Issue 15: one flipped weight byte still parses as ONNX and silently changed the outputs."""
+    store = ModelStore(cache_dir=tmp_path)
+    net = MultiTaskNet(NetConfig(heads=("emotion",)), store)
+    crops = np.random.default_rng(0).integers(0, 255, (4, 128, 128, 3), dtype=np.uint8)
+    good = net.infer(crops)["emotion"]
+    path, whole = net.onnx_path, bytearray(net.onnx_path.read_bytes())
+    stat = path.stat()
+    whole[len(whole) // 2] ^= 0xFF
+    path.write_bytes(bytes(whole))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with its old mtime and size
+    import onnx
+
+    onnx.load(str(path))  # still a whole model: only the hash tells
+    again = MultiTaskNet(NetConfig(heads=("emotion",)), ModelStore(cache_dir=tmp_path))
+    assert again.onnx_path == path and path.read_bytes() != bytes(whole)
+    np.testing.assert_allclose(again.infer(crops)["emotion"], good, atol=1e-6)
+    for f in (path, export.digest_path(path)):
+        assert f.stat().st_mode & 0o777 == 0o644
+
+
+def test_source_models_are_verified_even_when_the_graph_is_cached(tmp_path, models_dir):
+    """Issue 15: with a warm cache a corrupt mirror model went unnoticed while summary.json named its
+    pinned sha256."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(models_dir, mirror)
+    store = ModelStore(mirror, cache_dir=tmp_path / "cache")
+    assert MultiTaskNet(NetConfig(heads=("gender",)), store).onnx_path.is_file()  # the graph is cached now
+    (name,) = {m for s in MultiTaskNet(NetConfig(heads=("gender",)), store).specs for m in s.models}
+    model = mirror / MODELS[name].filename
+    os.chmod(model, 0o644)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match="sha256"):
+        _ = MultiTaskNet(
+            NetConfig(heads=("gender",)), ModelStore(mirror, cache_dir=tmp_path / "cache")
+        ).onnx_path
+
+
+def test_a_warm_start_hashes_nothing_again(tmp_path):
+    store = ModelStore(cache_dir=tmp_path)
+    assert MultiTaskNet(NetConfig(heads=("gender",)), store).onnx_path.is_file()
+    warm = ModelStore(cache_dir=tmp_path)  # a new process's store: the memo is read from the cache
+    assert MultiTaskNet(NetConfig(heads=("gender",)), warm).onnx_path.is_file()
+    assert warm._hashes.hashed == 0
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])

@@ -2,10 +2,11 @@
 
 An engine only runs on the TensorRT version and GPU it was built for, so its cache entry is named by
 an `EngineKey`: ONNX sha256 + TensorRT version + GPU name + compute capability + precision + batch
-profile (min/opt/max) + workspace. Each engine file has a JSON sidecar holding its key; an engine whose
-sidecar is missing or names another key (stale, copied from elsewhere, half written) or that fails to
-deserialize is rebuilt, never loaded. Files are written to a temporary name and moved into place
-(engine first, sidecar last: a sidecar always describes a complete engine).
+profile (min/opt/max) + workspace. Each engine file has a JSON sidecar holding its key and the engine's
+sha256; an engine whose sidecar is missing or names another key (stale, copied from elsewhere, half
+written), whose bytes no longer hash to the recorded sha256 (a flipped byte deserializes fine and computes
+wrong numbers) or that fails to deserialize is rebuilt, never loaded. Files are written to a temporary name
+and moved into place, mode 0644 (engine first, sidecar last: a sidecar always describes a complete engine).
 
 The cache logic takes the builder and the deserializer as callables, so it is tested without
 TensorRT; `build_serialized` is the real builder (TensorRT 10 Python API, imported when called).
@@ -27,9 +28,10 @@ from engines.backends.base import PRECISIONS
 from engines.errors import BackendUnavailable, EmostreamError
 from engines.files import write_atomic
 
-ENGINE_FORMAT = "emostream-trt-v2"
+ENGINE_FORMAT = "emostream-trt-v3"
 """Bump when the build recipe changes in a way the key's other fields do not capture
-(v2: fp32 engines are built without TF32)."""
+(v2: fp32 engines are built without TF32; v3: sidecars record the engine's sha256)."""
+SHA256_FIELD = "engine_sha256"
 
 
 class EngineBuildError(BackendUnavailable):
@@ -150,10 +152,16 @@ class EngineCache:
 
     def recorded_key(self, engine_path: Path) -> EngineKey | None:
         """The key in the engine's sidecar, or None if it is missing or unreadable."""
+        return self._recorded(engine_path)[0]
+
+    def _recorded(self, engine_path: Path) -> tuple[EngineKey | None, str | None]:
+        """(key, engine sha256) from the sidecar; (None, None) if it is missing or unreadable."""
         try:
-            return EngineKey.from_dict(json.loads(self.sidecar_path(engine_path).read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+            data = json.loads(self.sidecar_path(engine_path).read_text())
+            sha = data.pop(SHA256_FIELD, None)
+            return EngineKey.from_dict(data), sha if isinstance(sha, str) else None
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None, None
 
     def load_or_build(
         self,
@@ -163,16 +171,20 @@ class EngineCache:
     ) -> CachedEngine:
         """The engine for `key`: loaded when the cached file matches it, else built, saved, loaded."""
         path = self.engine_path(key)
-        if path.is_file() and self.recorded_key(path) == key:
-            engine = _try_deserialize(deserialize, path.read_bytes())
-            if engine is not None:
-                return CachedEngine(engine, path, key, built=False)
+        recorded, sha = self._recorded(path) if path.is_file() else (None, None)
+        if recorded == key and sha is not None:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == sha:
+                engine = _try_deserialize(deserialize, data)
+                if engine is not None:
+                    return CachedEngine(engine, path, key, built=False)
         data = build(key)
         engine = deserialize(data)
         if engine is None:
             raise EngineBuildError(f"{path.name}: TensorRT built an engine it cannot deserialize")
         write_atomic(path, data)
-        write_atomic(self.sidecar_path(path), json.dumps(key.to_dict(), indent=1).encode())
+        sidecar = {**key.to_dict(), SHA256_FIELD: hashlib.sha256(data).hexdigest()}
+        write_atomic(self.sidecar_path(path), json.dumps(sidecar, indent=1).encode())
         return CachedEngine(engine, path, key, built=True)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engines.backends import create_backend
+from engines.backends import create_backend, torch_cuda
 from engines.backends.torch_cuda import (
     BUCKETS,
     TorchCudaBackend,
@@ -136,14 +136,29 @@ class _Tf32Spy(torch.nn.Module):
 
 
 @pytest.mark.parametrize(("precision", "tf32_off"), [("fp32", True), ("fp16", False)])
-def test_fp32_runs_with_tf32_off_and_restores_the_settings(net, crops, precision, tf32_off):
+def test_fp32_runs_with_tf32_off_for_the_backends_life_and_close_restores(
+    net, crops, precision, tf32_off, monkeypatch
+):
+    before = [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()]
+    monkeypatch.setattr(torch_cuda, "needs_exact_fp32", lambda device, p: p == "fp32")  # as on CUDA
     backend = TorchCudaBackend(net, device="cpu", precision=precision)
     backend.module = spy = _Tf32Spy()
-    before = [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()]
+    backend._forward(torch.from_numpy(crops[:2]))
     backend._forward(torch.from_numpy(crops[:2]))
     off = [value for _, _, value in tf32_off_settings()]
-    assert spy.seen == [off if tf32_off else before] and off != before
+    assert spy.seen == [off if tf32_off else before] * 2 and off != before
+    backend.close()
+    backend.close()
     assert [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()] == before
+
+
+def test_the_cpu_never_touches_the_process_wide_tf32_flags(net, crops):
+    before = [getattr(obj, attr) for obj, attr, _ in tf32_off_settings()]
+    backend = TorchCudaBackend(net, device="cpu", precision="fp32")
+    backend.module = spy = _Tf32Spy()
+    backend._forward(torch.from_numpy(crops[:2]))
+    assert spy.seen == [before]
+    backend.close()
 
 
 class _HostTensorWatch(TorchDispatchMode):

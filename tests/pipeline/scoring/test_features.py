@@ -266,3 +266,17 @@ def test_a_worker_process_that_dies_is_one_error_and_keeps_what_was_done(afew, t
         extract_features(clips, CONFIG, workers=2, cache_dir=tmp_path, on_clip=kill_the_workers)
     kept = len(list(tmp_path.rglob("*.npz")))
     assert 1 <= kept < len(clips)
+
+
+def test_features_are_cached_under_the_backend_that_started_not_the_probed_one(afew, tmp_path, monkeypatch):
+    """Issue 15: `auto` probed TensorRT, fell through to onnxruntime, and the fp32 onnxruntime features were
+    cached as TensorRT fp16 ones. Here probing claims TensorRT while onnxruntime runs."""
+    from pipeline.scoring import features
+
+    clip = [afew / "Train/Neutral/m_neutral1.mp4"]
+    onnx = dataclasses.replace(CONFIG, backend="onnxruntime")
+    monkeypatch.setattr(features, "runtime_of", lambda config: {"backend": "tensorrt", "precision": "fp16"})
+    result = extract_features(clip, onnx, cache_dir=tmp_path)
+    assert result.extracted == 1 and result.runtime == {"backend": "onnxruntime", "precision": "fp32"}
+    monkeypatch.undo()
+    assert extract_features(clip, onnx, cache_dir=tmp_path).cached == 1  # found under onnxruntime's key

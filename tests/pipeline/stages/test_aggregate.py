@@ -197,3 +197,23 @@ def test_group_statistics_need_a_feature_size():
     with pytest.raises(ValueError, match="pass dim"):
         group_frame_statistics([])
     assert group_clip_statistics([], dim=3).shape == (12,)
+
+
+def test_retired_tracks_release_their_state_and_still_summarise_exactly():
+    """Issue 15: the aggregator kept every track ever seen; retired ones now go to a spill file."""
+    live, kept = Aggregator(0.5), Aggregator(0.5)
+    for tid in range(1, 301):
+        for agg in (live, kept):
+            feed(agg, [(0.0, HAPPY), (0.1, SAD), (0.2, None)], track_id=tid)
+        live.retire([tid])
+    assert live.live_tracks == 0 and live.retired == 300 and kept.live_tracks == 300
+    a, b = live.track_summaries(), kept.track_summaries()
+    assert [t.track_id for t in a] == list(range(1, 301))
+    for x, y in zip(a, b, strict=True):
+        assert (x.first_frame, x.last_frame, x.frames_seen, x.dominant_emotion) == (
+            y.first_frame, y.last_frame, y.frames_seen, y.dominant_emotion
+        )  # fmt: skip
+        np.testing.assert_array_equal(x.mean_emotion, y.mean_emotion)
+    live.retire([7, 99999])  # already retired, never seen: nothing happens
+    assert len(live.track_summaries()) == 300
+    live.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import types
 
@@ -27,6 +28,7 @@ from engines.backends.tensorrt.engine import (
     use_timing_cache,
 )
 from engines.errors import BackendUnavailable, EmostreamError
+from engines.files import write_atomic
 from pipeline.cli import main as cli
 from tests.engines.backends.tensorrt.fakes import HAS_TENSORRT, KEY
 
@@ -307,3 +309,34 @@ def test_keys_differing_only_in_gpu_live_side_by_side(tmp_path):
 def test_build_engine_without_tensorrt_exits_2_with_the_reason(capsys, argv, message):
     assert cli.main(argv) == cli.EXIT_USAGE
     assert capsys.readouterr().err == f"emostream: error: {message}\n"
+
+
+def _flipped_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # still deserializes (the fake checks the prefix, TensorRT checks little more)
+    path.write_bytes(bytes(data))
+
+
+def test_an_engine_that_no_longer_hashes_to_its_sidecar_is_rebuilt(tmp_path):
+    """Issue 15: a flipped byte deserializes fine and computes wrong numbers; the sidecar's sha256 tells."""
+    cache, builder = EngineCache(tmp_path), FakeBuilder()
+    path = _load(cache, builder).path
+    _flipped_byte(path)
+    assert FakeBuilder.deserialize(path.read_bytes()) is not None
+    again = _load(cache, builder)
+    assert again.built and len(builder.builds) == 2
+
+
+def test_engine_sidecar_and_timing_cache_are_0644(tmp_path):
+    """Shared caches: mkstemp makes 0600, every cached file must be readable by the other users, whatever
+    the umask (build_serialized writes the timing cache with the same writer)."""
+    old = os.umask(0o077)
+    try:
+        cache, builder = EngineCache(tmp_path), FakeBuilder()
+        path = _load(cache, builder).path
+        timing = cache.timing_cache_path(KEY)
+        write_atomic(timing, b"timing blob")
+    finally:
+        os.umask(old)
+    for f in (path, cache.sidecar_path(path), timing):
+        assert f.stat().st_mode & 0o777 == 0o644, f
