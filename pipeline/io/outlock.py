@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
-from pipeline.io.sinks import OUTPUT_NAMES, prepare_out_dir
 
 LOCK_NAME = ".emostream.lock"
 
@@ -24,6 +23,41 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are not guarded there
     fcntl = None
+
+
+OUTPUT_NAMES = (
+    *("faces.jsonl", "tracks.csv", "summary.json", "annotated.mp4", "timeline.png", "latency.csv"),
+    *("annotated.jpg", "annotated.png", "emotions.png", "finished.json"),
+)
+"""Every file a run may write (photos get annotated.jpg/png and emotions.png; finished.json is the
+batch's marker that an input's outputs are complete)."""
+
+
+def prepare_out_dir(
+    out_dir: Path, overwrite: bool, outputs: tuple[str, ...] = OUTPUT_NAMES, remove_earlier: bool = True
+) -> Path:
+    """Create `out_dir`; refuse to mix with an earlier run's `outputs` unless `overwrite`. With
+    `remove_earlier` (run, live: a run may not write every file) the earlier ones go now; without it
+    (score: each output is renamed over the earlier one) nothing is deleted."""
+    out_dir = Path(out_dir)
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputError(f"--out {out_dir}: exists and is not a folder")
+        earlier = [n for n in outputs if (out_dir / n).exists()]
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot be used ({e.strerror})") from None
+    if earlier and not overwrite:
+        raise OutputError(
+            f"--out {out_dir} already holds {', '.join(earlier)} from an earlier run; "
+            "choose another folder or pass --overwrite"
+        )
+    for name in earlier if remove_earlier else ():
+        (out_dir / name).unlink()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    return out_dir
 
 
 class OutDirLock:

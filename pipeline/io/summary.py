@@ -70,7 +70,7 @@ def write_end_files(out: Path, tracks: list, title: str, summary: dict, still: b
     summary["plot"] = drawn
     outputs[name] = bool(drawn["file"])
     if error:
-        outputs["plot_error"] = error
+        outputs[name.replace(".png", "_error")] = error  # timeline_error, emotions_error
     with contextlib.suppress(OSError):  # the first summary stays if this one cannot be written
         write_json(out / "summary.json", summary)
     if error:

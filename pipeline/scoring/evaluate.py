@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.training import metrics
-from pipeline.io.sinks import prepare_out_dir, write_json
+from pipeline.io.outlock import prepare_out_dir
+from pipeline.io.sinks import write_json
 from pipeline.scoring.eval_data import FaceSet, PipelineCropper, face_crops, read_set
 
 FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")

@@ -24,7 +24,7 @@ import numpy as np
 from engines.errors import EmostreamError
 from pipeline.errors import InputError
 from pipeline.frames import EMOTIONS, UNTRACKED
-from pipeline.io.sinks import prepare_out_dir
+from pipeline.io.outlock import prepare_out_dir
 from pipeline.scoring.clip_features import ClipFeatures
 from pipeline.scoring.datasets import Clip, read_split
 from pipeline.scoring.features import ExtractResult, OnClip, extract_features

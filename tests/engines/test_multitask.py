@@ -195,8 +195,12 @@ def test_source_models_are_verified_even_when_the_graph_is_cached(tmp_path, mode
     mirror = tmp_path / "mirror"
     shutil.copytree(models_dir, mirror)
     store = ModelStore(mirror, cache_dir=tmp_path / "cache")
-    assert MultiTaskNet(NetConfig(heads=("gender",)), store).onnx_path.is_file()  # the graph is cached now
-    (name,) = {m for s in MultiTaskNet(NetConfig(heads=("gender",)), store).specs for m in s.models}
+    assert MultiTaskNet(
+        NetConfig(heads=("gender",), quality="fast"), store
+    ).onnx_path.is_file()  # the graph is cached now
+    (name,) = {
+        m for s in MultiTaskNet(NetConfig(heads=("gender",), quality="fast"), store).specs for m in s.models
+    }
     model = mirror / MODELS[name].filename
     os.chmod(model, 0o644)
     data = bytearray(model.read_bytes())
@@ -204,7 +208,7 @@ def test_source_models_are_verified_even_when_the_graph_is_cached(tmp_path, mode
     model.write_bytes(bytes(data))
     with pytest.raises(ModelStoreError, match="sha256"):
         _ = MultiTaskNet(
-            NetConfig(heads=("gender",)), ModelStore(mirror, cache_dir=tmp_path / "cache")
+            NetConfig(heads=("gender",), quality="fast"), ModelStore(mirror, cache_dir=tmp_path / "cache")
         ).onnx_path
 
 

@@ -10,11 +10,11 @@ import pytest
 
 from pipeline.errors import OutputError
 from pipeline.frames import EMOTIONS
+from pipeline.io.outlock import prepare_out_dir
 from pipeline.io.sinks import (
     JsonlSink,
     VideoSink,
     face_records,
-    prepare_out_dir,
     write_json,
     write_tracks_csv,
 )

@@ -22,7 +22,9 @@ def tiles(media_dir):
 def test_attribute_refresh_under_a_slow_stage_is_owned_by_the_infer_thread(tiles, monkeypatch):
     """Faces come and go every ~1.5 s while the full net is slowed: the old code forgot tracks from the
     detect thread while the infer thread read them (KeyError, or an id re-added and never removed)."""
-    analyzer = live_analyzer(AnalyzerConfig(detect_every=1, attributes_every_s=0.2))
+    analyzer = live_analyzer(
+        AnalyzerConfig(detect_every=1, attributes_every_s=0.2, quality="fast", reid_window_s=0.0)
+    )
     refresh = analyzer.refresh
     assert refresh is not None, "the attribute refresh must be on for this test"
     callers, full_infer = set(), refresh.full.infer
