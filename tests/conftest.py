@@ -57,3 +57,12 @@ def models_dir() -> Path:
     if not MODELS.is_dir():
         pytest.fail(f"model mirror not found at {MODELS} (set EMOSTREAM_SHARED_DIR)")
     return MODELS
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """The datasets folder holding ferplus/ and utkface/; skips the test when it is not there."""
+    root = SHARED / "datasets"
+    if not (root / "ferplus" / "FER2013Train" / "label.csv").is_file() or not (root / "utkface").is_dir():
+        pytest.skip(f"labelled datasets not found at {root} (set EMOSTREAM_SHARED_DIR to the shared folder)")
+    return root

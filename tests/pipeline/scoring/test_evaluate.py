@@ -15,17 +15,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_s
 
 from pipeline.scoring.eval_data import framed_crop
 from pipeline.scoring.evaluate import EvalJob, emotion_scores, evaluate, ferplus_probs
-from tests.engines.training.conftest import _datasets
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def datasets() -> Path:
-    root = _datasets()
-    if not (root / "ferplus" / "FER2013Valid" / "label.csv").is_file() or not (root / "utkface").is_dir():
-        pytest.skip(f"labelled datasets not found at {root}")
-    return root
 
 
 def test_emotion_scores_match_scikit_learn():
