@@ -76,18 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="build the venv and the copy here and keep them")
     parser.add_argument("--pytest-args", default=FAST_TESTS, help=f"default: {FAST_TESTS}")
     parser.add_argument("--report", type=Path, help="also write the pins, versions and outcome here")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: install the pins into its venv")
     args = parser.parse_args(argv)
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="emostream-floors-"))
     work.mkdir(parents=True, exist_ok=True)
     venv, tree = work / "venv", work / "tree"
-    shutil.rmtree(venv, ignore_errors=True)
+    if not (args.reuse and (venv / "bin" / "python").exists()):
+        shutil.rmtree(venv, ignore_errors=True)
     shutil.rmtree(tree, ignore_errors=True)
     copy_tree(tree)
     pins = [floor_pin(r) for r in declared()]
     print("floors:", " ".join(pins), flush=True)
     t0 = time.monotonic()
-    _run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not (venv / "bin" / "python").exists():
+        _run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     install = _run([py, "-m", "pip", "install", "-q", *pins])
     if install.returncode != 0:

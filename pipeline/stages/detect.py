@@ -206,7 +206,7 @@ def _import_mediapipe():
         from mediapipe.tasks.python import BaseOptions, vision
     except ImportError as e:
         raise DetectorError(
-            f"BlazeFace detectors need mediapipe ({e}): pip install 'mediapipe>=0.10.14'"
+            f"BlazeFace detectors need mediapipe ({e}): pip install 'mediapipe>=0.10.33'"
         ) from None
     return mediapipe, vision, BaseOptions
 
