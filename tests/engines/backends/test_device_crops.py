@@ -66,8 +66,10 @@ def test_device_crops_match_the_cv2_crops(photos, name, variant, size, scale):
     got = warp_crops(upload_frame(image, "cpu"), matrices, size)
     assert got.dtype == torch.uint8 and tuple(got.shape) == (len(batch), size, size, 3)
     diff = np.abs(got.numpy().astype(np.int16) - want)
-    # OpenCV 4.11 (numpy 1.x) rounds a little differently from 5.x: mean 0.113 at worst against < 0.1
-    assert diff.mean() < 0.12 and np.percentile(diff, 99.9) <= 1 and diff.max() <= 3
+    # OpenCV 4 (4.11 beside numpy 1.x, docs/dependencies.md) rounds its warp a little differently from 5.x:
+    # mean 0.113 and a 99.9th percentile of 2 grey levels at worst, against < 0.1 and 1
+    mean, p999 = (0.12, 2) if int(cv2.__version__.split(".")[0]) < 5 else (0.1, 1)
+    assert diff.mean() < mean and np.percentile(diff, 99.9) <= p999 and diff.max() <= 3
 
 
 @pytest.mark.parametrize("name", PHOTOS)
