@@ -1,10 +1,9 @@
 """UTKFace reader: ``AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`` 200x200 aligned & cropped faces, flat folder.
 
 Gender 0 = male, 1 = female; race 0..4, missing in a few names (-1 here). Images are decoded once to gray
-`STORE_SIZE` x `STORE_SIZE` (the whole 200 px image, INTER_AREA) so that the face square, taken as the
-central `FACE_FRACTION` of the image, is exactly 48 px: the net's window at WINDOW_SCALE 1.0 is then the
-central 48x48 and augmentation samples around it at about 1:1. Malformed names are counted and reported
-(first few named), never fatal.
+`STORE_SIZE` x `STORE_SIZE` (the whole 200 px image, INTER_AREA): the net's 48 px window (where it lies in
+these images is `engines.training.data.UTK_BASE`, measured) is cut from it at about 1:1. Malformed names
+are counted and reported (first few named), never fatal.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import numpy as np
 from engines.errors import EmostreamError
 from engines.training.paths import cache_key, load_cached, save_cached
 
-FACE_FRACTION = 0.6
 STORE_SIZE = 80
 NAME_RE = re.compile(r"^(\d{1,3})_([01])_(?:([0-4])_)?(\d+)\.jpg\.chip\.jpg$")
 

@@ -44,18 +44,21 @@ def add_train_parsers(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engines.training.train import main as train_main
+    """Runs the trainer in this process, so its errors are the CLI's one-line `emostream: error:` ones."""
+    import sys
+
+    from engines.training.train import parse_args, train
 
     argv = ["--data", str(args.data), "--out", str(args.out), "--epochs", str(args.epochs)]
-    argv += [
-        "--seed",
-        str(args.seed),
-        "--threads",
-        str(args.threads),
-        "--utk-per-epoch",
-        str(args.utk_per_epoch),
-    ]
-    return train_main([*argv, "--resume"] if args.resume else argv)
+    argv += ["--seed", str(args.seed), "--threads", str(args.threads)]
+    argv += ["--utk-per-epoch", str(args.utk_per_epoch)]
+    try:
+        train(parse_args([*argv, "--resume"] if args.resume else argv))
+    except KeyboardInterrupt:
+        resume = f"emostream: continue from the last finished epoch with --resume --out {args.out}"
+        print(resume, file=sys.stderr)
+        raise
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
         (["live", "--serve", "localhost:x"], "--serve"),
         (["live", "--source", "x.mp4", "--max-seconds", "0"], "--max-seconds"),
         (["bench", "--batches", "eight"], "--batches"),
+        (["train", "no_such_folder", "--out", "run", "--epochs", "1"], "FER+ folder not found"),
     ],
 )
 def test_usage_errors(tmp_path, args, fragment):
