@@ -23,7 +23,7 @@ from engines.errors import ModelStoreError
 from engines.files import atomic_path, write_atomic
 from engines.store.hashes import sha256_file
 
-EXPORT_VERSION = "fused-v6"
+EXPORT_VERSION = "fused-v7"
 OPSET = 17
 INPUT_NAME = "crops_bgr"
 BATCH_AXIS = "n"

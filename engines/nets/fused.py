@@ -49,9 +49,12 @@ class FusedNet(nn.Module):
             )
 
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # Cast first, then transpose: converted once for every head, and the uint8 input feeds a Cast
-        # directly, which is what TensorRT accepts for a UINT8 network input.
-        x = crops_bgr.to(torch.float32).permute(0, 3, 1, 2)
+        # Cast first: converted once for every head, and the uint8 input feeds a Cast directly, which is
+        # what TensorRT accepts for a UINT8 network input. A shared trunk that reads NHWC (`from_nhwc`)
+        # cuts its window before any transpose; the NCHW copy is made only if some head needs it.
+        x_nhwc = crops_bgr.to(torch.float32)
+        all_nhwc = all(hasattr(getattr(h, "trunk", None), "from_nhwc") for h in self.heads)
+        x = x_nhwc if all_nhwc else x_nhwc.permute(0, 3, 1, 2)
         gray = scaled_gray(x) if any(getattr(h, "uses_gray", False) for h in self.heads) else None
         trunks: dict[int, dict[str, torch.Tensor]] = {}  # shared trunks run once per batch
         results, features = [], []
@@ -63,7 +66,7 @@ class FusedNet(nn.Module):
                 continue
             first = id(trunk) not in trunks
             if first:
-                trunks[id(trunk)] = trunk(x)
+                trunks[id(trunk)] = trunk.from_nhwc(x_nhwc) if hasattr(trunk, "from_nhwc") else trunk(x)
             results.append(head.from_trunk(trunks[id(trunk)]))
             features.append(results[-1][-1] if first else None)  # one embedding per shared trunk
         if self.has_external:

@@ -43,12 +43,18 @@ class MtlTrunk(nn.Module):
         self.top, self.bottom, self.left, self.right = window_box(crop_size, crop_scale)
 
     def forward(self, x_bgr: torch.Tensor) -> dict[str, torch.Tensor]:
-        window = x_bgr[:, :, self.top : self.bottom, self.left : self.right]
-        size = (mtl.INPUT_SIZE, mtl.INPUT_SIZE)
-        window = F.interpolate(window, size=size, mode="bilinear", align_corners=False, antialias=False)
+        return self.from_nhwc(x_bgr.permute(0, 2, 3, 1))
+
+    def from_nhwc(self, x_bgr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same from (N,S,S,3) float BGR: the window is cut and turned gray before anything is
+        transposed or resized, so the graph moves one channel of the window instead of the whole crop
+        (bilinear resizing and the gray weighting are both linear, so their order does not matter)."""
+        window = x_bgr[:, self.top : self.bottom, self.left : self.right]
         wb, wg, wr = (w / (255.0 * mtl.STD) for w in mtl.GRAY_WEIGHTS)  # gray, /255, and /STD folded in
-        x = window[:, 0:1] * wb + window[:, 1:2] * wg + window[:, 2:3] * wr - mtl.MEAN / mtl.STD
-        return self.net(x)
+        gray = (window[..., 0] * wb + window[..., 1] * wg + window[..., 2] * wr)[:, None]
+        size = (mtl.INPUT_SIZE, mtl.INPUT_SIZE)
+        gray = F.interpolate(gray, size=size, mode="bilinear", align_corners=False, antialias=False)
+        return self.net(gray - mtl.MEAN / mtl.STD)
 
 
 class MtlHead(Head):

@@ -3,6 +3,7 @@ the window it reads, and what it says about the labelled photos."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -37,8 +38,8 @@ def test_three_heads_share_one_trunk_and_one_embedding(net):
 
 def test_the_trunk_runs_once_per_batch(net):
     module, calls = net.torch_module(), []
-    trunk = module.heads[0].trunk
-    handle = trunk.register_forward_hook(lambda *a: calls.append(1))
+    trunk_net = module.heads[0].trunk.net  # the conv trunk and its heads: what costs
+    handle = trunk_net.register_forward_hook(lambda *a: calls.append(1))
     try:
         module(torch.zeros((2, 128, 128, 3), dtype=torch.uint8))
     finally:
@@ -77,3 +78,20 @@ def test_the_net_reads_the_labelled_photos_as_posed(net, labelled):
     predicted = [EMOTIONS[i] for i in net.infer(crops)["emotion"].argmax(1)]
     pairs = list(zip(predicted, labels, strict=True))
     assert sum(p == t for p, t in pairs) >= 10, pairs
+
+
+def test_the_graphs_window_equals_an_opencv_cut_of_the_crop(net, labelled):
+    """The fused graph cuts, grays and resizes in its own order; the net must see what numpy + OpenCV
+    give for the same window (slice, cv2 gray, cv2 INTER_LINEAR resize, `mtl.preprocess`)."""
+    crops = labelled[0]
+    trunk = net.torch_module().heads[0].trunk
+    top, bottom, left, right = window_box(128, 2.0)
+    size = (mtl.INPUT_SIZE, mtl.INPUT_SIZE)
+    windows = [c[top:bottom, left:right].astype(np.float32) for c in crops]
+    gray = [cv2.cvtColor(w, cv2.COLOR_BGR2GRAY) for w in windows]
+    x = np.stack([cv2.resize(g, size, interpolation=cv2.INTER_LINEAR) for g in gray])
+    x = (x / 255.0 - mtl.MEAN) / mtl.STD
+    with torch.no_grad():
+        want = trunk.net(torch.from_numpy(x[:, None].astype(np.float32)))
+        got = net.torch_module().run_named(torch.from_numpy(crops))
+    np.testing.assert_allclose(got["embedding"].numpy(), want["embedding"].numpy(), atol=1e-3)
