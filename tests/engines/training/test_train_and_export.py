@@ -81,3 +81,30 @@ def test_onnx_export_matches_torch_on_real_faces(small_data, tmp_path):
     ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     assert set(ops) <= ALLOWED_OPS, set(ops) - ALLOWED_OPS
     assert onnx.load(str(path)).opset_import[0].version == export.OPSET
+
+
+
+@pytest.mark.slow
+def test_same_command_same_weights_and_resume_equals_one_run(datasets, tmp_path, monkeypatch):
+    """`train` is a pure function of its command (seed, data, threads): run twice it gives identical
+    weights, and a run interrupted in epoch 2 and resumed gives the weights of an uninterrupted one. This
+    is what lets one documented command reproduce the released weights."""
+    common = ["--data", str(datasets), "--limit", "48", "--batch", "16", "--threads", "1", "--max-steps", "2"]
+    common += ["--epochs", "2"]
+    for out in ("a", "b"):
+        assert train.main([*common, "--out", str(tmp_path / out)]) == 0
+    real = train.run_epoch
+
+    def killed_in_epoch_two(*args, **kwargs):
+        if args[5] == 1:  # the epoch index
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run_epoch", killed_in_epoch_two)
+    assert train.main([*common, "--out", str(tmp_path / "c")]) == 130
+    monkeypatch.setattr(train, "run_epoch", real)
+    assert train.main([*common, "--out", str(tmp_path / "c"), "--resume"]) == 0
+    weights = [torch.load(tmp_path / p / "final.pt", weights_only=True)["state_dict"] for p in "abc"]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(weights[2][name], value, rtol=0, atol=0, msg=name)
