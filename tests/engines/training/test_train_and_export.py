@@ -83,7 +83,6 @@ def test_onnx_export_matches_torch_on_real_faces(small_data, tmp_path):
     assert onnx.load(str(path)).opset_import[0].version == export.OPSET
 
 
-
 @pytest.mark.slow
 def test_same_command_same_weights_and_resume_equals_one_run(datasets, tmp_path, monkeypatch):
     """`train` is a pure function of its command (seed, data, threads): run twice it gives identical
