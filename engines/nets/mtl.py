@@ -98,10 +98,12 @@ class MTLNet(nn.Module):
         depths: tuple[int, ...] = DEPTHS,
         embed_dim: int = EMBED_DIM,
         dropout: float = 0.2,
+        in_ch: int = 1 if GRAY else 3,
     ) -> None:
         super().__init__()
         self.config = {"widths": list(widths), "depths": list(depths), "embed_dim": embed_dim}
-        self.trunk = build_trunk(tuple(widths), tuple(depths), 1 if GRAY else 3)
+        self.in_ch = in_ch  # 3 only for tools/gray_vs_colour.py's measurement; not in `config`, not exported
+        self.trunk = build_trunk(tuple(widths), tuple(depths), in_ch)
         self.neck = nn.Sequential(
             nn.Linear(widths[-1], embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True)
         )
@@ -111,7 +113,7 @@ class MTLNet(nn.Module):
         self.age = nn.Linear(embed_dim, AGE_BINS)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: (N, 1, INPUT_SIZE, INPUT_SIZE) preprocessed -> the four named outputs."""
+        """x: (N, in_ch, INPUT_SIZE, INPUT_SIZE) preprocessed -> the four named outputs."""
         emb = self.neck(self.trunk(x))
         h = self.drop(emb)
         return {
@@ -140,7 +142,7 @@ def count_macs(model: MTLNet, size: int = INPUT_SIZE) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1 if GRAY else 3, size, size))
+        model(torch.zeros(1, model.in_ch, size, size))
     model.train(was_training)
     for h in hooks:
         h.remove()

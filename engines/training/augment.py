@@ -1,9 +1,10 @@
-"""Batched torch augmentation and window sampling for gray faces of any stored size.
+"""Batched torch augmentation and window sampling for gray faces (or BGR ones) of any stored size.
 
 Each source stores whole images in which the pipeline's face square has a measured place (`FaceFrame`).
 One `affine_grid` + `grid_sample` per sub-batch cuts the net's
 window (`WINDOW_SCALE` x the face square, `INPUT_SIZE` px) with random flip, scale, rotation and shift,
-then brightness/contrast jitter and random erasing are applied on the normalised window.
+then brightness/contrast jitter and random erasing are applied on the normalised window. Colour windows
+(only for tools/gray_vs_colour.py) get the same jitter on every channel, and optionally random grayscale.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engines.nets.mtl import INPUT_SIZE, MEAN, STD, WINDOW_DY, WINDOW_SCALE
+from engines.nets.mtl import GRAY_WEIGHTS, INPUT_SIZE, MEAN, STD, WINDOW_DY, WINDOW_SCALE
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class AugmentConfig:
     contrast: float = 0.3  # multiplied around the window mean by [1 - c, 1 + c]
     erase_p: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
+    gray_p: float = 0.0  # BGR windows only: turned gray (3 equal channels) with this probability
 
 
 def _theta(n: int, base: FaceFrame | float, cfg: AugmentConfig | None, gen: torch.Generator) -> torch.Tensor:
@@ -73,20 +75,30 @@ def sample_windows(
     cfg: AugmentConfig | None = None,
     gen: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """uint8 (n, H, W) whole images -> float (n, 1, INPUT_SIZE, INPUT_SIZE) windows on the [0, 1] scale."""
-    x = images.float().unsqueeze(1) / 255.0
+    """uint8 (n, H, W) gray or (n, H, W, C) whole images -> float (n, 1 or C, INPUT_SIZE, INPUT_SIZE)
+    windows on the [0, 1] scale."""
+    x = (images.float().unsqueeze(1) if images.ndim == 3 else images.float().permute(0, 3, 1, 2)) / 255.0
     theta = _theta(len(images), base, cfg, gen or torch.default_generator)
     grid = F.affine_grid(theta, [len(images), 1, INPUT_SIZE, INPUT_SIZE], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Brightness / contrast jitter on [0, 1] windows, clamped back to [0, 1]."""
+    """Brightness / contrast jitter on [0, 1] windows (one draw per window, all channels alike), clamped back
+    to [0, 1]."""
     n = len(x)
     c = 1 + cfg.contrast * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
     b = cfg.brightness * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
     m = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - m) * c + m + b).clamp(0, 1)
+
+
+def random_gray(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """BGR [0, 1] windows: each turned gray with probability `p` (the pipeline's BGR->gray weights,
+    repeated on the 3 channels), so a colour trunk also learns the 3-equal-channel faces FER+ would give."""
+    gray = (x * torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+    pick = (torch.rand(len(x), generator=gen) < p).view(-1, 1, 1, 1)
+    return torch.where(pick, gray, x)
 
 
 def random_erase(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -116,6 +128,8 @@ def make_batch(
     """Whole uint8 images -> normalised network input; `cfg` None gives the plain centred window."""
     gen = gen or torch.default_generator
     x = sample_windows(images, base, cfg, gen)
+    if cfg is not None and cfg.gray_p > 0 and x.shape[1] == 3:
+        x = random_gray(x, cfg.gray_p, gen)
     if cfg is not None:
         x = photometric(x, cfg, gen)
     x = (x - MEAN) / STD

@@ -2,8 +2,9 @@
 
 Gender 0 = male, 1 = female; race 0..4, missing in a few names (-1 here). Images are decoded once to gray
 `STORE_SIZE` x `STORE_SIZE` (the whole 200 px image, INTER_AREA): the net's 48 px window (where it lies in
-these images is `engines.training.data.UTK_BASE`, measured) is cut from it at about 1:1. Malformed names
-are counted and reported (first few named), never fatal.
+these images is `engines.training.data.UTK_BASE`, measured) is cut from it at about 1:1. `colour=True`
+keeps BGR (N, S, S, 3) instead, for the gray-or-colour measurement (tools/gray_vs_colour.py); it is cached
+under its own key. Malformed names are counted and reported (first few named), never fatal.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ NAME_RE = re.compile(r"^(\d{1,3})_([01])_(?:([0-4])_)?(\d+)\.jpg\.chip\.jpg$")
 
 @dataclass
 class UtkFace:
-    """names (N,), images uint8 (N, STORE_SIZE, STORE_SIZE) gray, ages, genders (0 male), races (-1: none)."""
+    """names (N,), images uint8 (N, S, S) gray or (N, S, S, 3) BGR (S = STORE_SIZE), ages, genders (0 male),
+    races (-1: none)."""
 
     names: np.ndarray
     images: np.ndarray
@@ -69,23 +71,28 @@ def list_faces(folder: Path) -> tuple[list[str], list[tuple[int, int, int]], lis
     return good, labels, bad
 
 
-def _decode(folder: Path, names: list[str]) -> np.ndarray:
-    """Decode to (N, STORE_SIZE, STORE_SIZE) gray uint8 (JPEG reduced decoding, then INTER_AREA)."""
+def _decode(folder: Path, names: list[str], colour: bool = False) -> np.ndarray:
+    """Decode to (N, STORE_SIZE, STORE_SIZE) gray, or (..., 3) BGR, uint8 (JPEG reduced decoding, then
+    INTER_AREA)."""
+    flag = cv2.IMREAD_REDUCED_COLOR_2 if colour else cv2.IMREAD_REDUCED_GRAYSCALE_2
 
     def one(name: str) -> np.ndarray:
-        img = cv2.imread(str(folder / name), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        img = cv2.imread(str(folder / name), flag)
         if img is None:
             raise EmostreamError(f"UTKFace image unreadable: {folder / name}")
         return cv2.resize(img, (STORE_SIZE, STORE_SIZE), interpolation=cv2.INTER_AREA)
 
     if not names:
-        return np.zeros((0, STORE_SIZE, STORE_SIZE), np.uint8)
+        return np.zeros((0, STORE_SIZE, STORE_SIZE, 3) if colour else (0, STORE_SIZE, STORE_SIZE), np.uint8)
     with ThreadPoolExecutor(max_workers=2) as pool:
         return np.stack(list(pool.map(one, names)))
 
 
-def read_utkface(root: str | Path, limit: int | None = None, cache: bool = True) -> UtkFace:
-    """Read the folder (every `len // limit`-th well-formed face when `limit` is given, uncached)."""
+def read_utkface(
+    root: str | Path, limit: int | None = None, cache: bool = True, colour: bool = False
+) -> UtkFace:
+    """Read the folder (every `len // limit`-th well-formed face when `limit` is given, uncached); gray,
+    or BGR when `colour`."""
     folder = utk_dir(root)
     if not folder.is_dir():
         raise EmostreamError(f"UTKFace folder not found: {folder}")
@@ -96,11 +103,11 @@ def read_utkface(root: str | Path, limit: int | None = None, cache: bool = True)
         step = max(1, len(names) // limit)
         names, labels = names[::step][:limit], labels[::step][:limit]
     lab = np.asarray(labels, dtype=np.int32)
-    key = f"utkface-{cache_key(folder, len(names) + len(bad), STORE_SIZE, 'gray')}"
+    key = f"utkface-{cache_key(folder, len(names) + len(bad), STORE_SIZE, 'bgr' if colour else 'gray')}"
     use_cache = cache and limit is None
     hit = load_cached(key) if use_cache else None
     if hit is None:
-        hit = {"images": _decode(folder, names)}
+        hit = {"images": _decode(folder, names, colour)}
         if use_cache:
             save_cached(key, hit)
     return UtkFace(np.asarray(names), hit["images"], lab[:, 0], lab[:, 1], lab[:, 2], bad)
