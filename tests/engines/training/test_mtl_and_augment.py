@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engines.nets import mtl
+from engines.training import utkface
 from engines.training.augment import AugmentConfig, FaceFrame, make_batch, sample_windows
 from engines.training.data import FER_BASE, UTK_BASE
 
@@ -65,3 +66,37 @@ def test_augmented_batches_are_random_but_seeded(small_data):
 
 def test_macs_counted():
     assert 30e6 < mtl.count_macs(mtl.MTLNet()) < 50e6
+
+
+def test_colour_windows_keep_three_channels_and_the_gray_path_draws(datasets):
+    """BGR faces give (n, 3, 48, 48) windows with the same geometric and erasing draws as the gray path:
+    with photometric jitter off, the gray of the colour batch is the gray batch (decode rounding apart)."""
+    gray = torch.from_numpy(utkface.read_utkface(datasets, limit=16).images)
+    bgr = torch.from_numpy(utkface.read_utkface(datasets, limit=16, colour=True).images)
+    cfg = AugmentConfig(brightness=0, contrast=0, erase_p=1.0)
+    g = make_batch(gray, UTK_BASE, cfg, torch.Generator().manual_seed(3))
+    c = make_batch(bgr, UTK_BASE, cfg, torch.Generator().manual_seed(3))
+    side = mtl.INPUT_SIZE
+    assert g.shape == (16, 1, side, side) and c.shape == (16, 3, side, side)
+    c_gray = (c * torch.tensor(mtl.GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert (c_gray - g).abs().mean() < 1 / 255 / mtl.STD
+    torch.testing.assert_close(c == 0, (g == 0).expand_as(c))  # the same erased rectangles
+    assert (c[:, 0] - c[:, 2]).abs().mean() > 0.1  # still colour
+
+
+def test_random_gray_gives_equal_channels_through_the_jitter(datasets):
+    bgr = torch.from_numpy(utkface.read_utkface(datasets, limit=64, colour=True).images)
+    all_gray = make_batch(bgr, UTK_BASE, AugmentConfig(gray_p=1.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(all_gray[:, 0], all_gray[:, 1])  # photometric jitter alike on every channel
+    torch.testing.assert_close(all_gray[:, 1], all_gray[:, 2])
+    half = make_batch(bgr, UTK_BASE, AugmentConfig(gray_p=0.5), torch.Generator().manual_seed(0))
+    n_gray = int((half[:, 0] == half[:, 2]).flatten(1).all(1).sum())
+    assert 16 <= n_gray <= 48
+
+
+def test_colour_net_runs_and_costs_twice_the_first_conv_more():
+    gray, colour = mtl.MTLNet(), mtl.MTLNet(in_ch=3)
+    assert colour(torch.zeros(2, 3, mtl.INPUT_SIZE, mtl.INPUT_SIZE))["age_logits"].shape == (2, mtl.AGE_BINS)
+    first_conv_per_channel = mtl.INPUT_SIZE**2 * mtl.WIDTHS[0] * 9
+    assert mtl.count_macs(colour) - mtl.count_macs(gray) == 2 * first_conv_per_channel
+    assert colour.config == gray.config  # in_ch is not part of the saved config: gray stays the only release

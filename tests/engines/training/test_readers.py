@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -120,3 +121,26 @@ def test_split_is_fixed_disjoint_and_order_free():
     _, va2 = utkface.split_indices(names[perm], 0.15, 0)
     assert sorted(names[perm][va2]) == sorted(names[va])
     np.testing.assert_array_equal(utkface.indices_of(names, names[va].tolist()), va)
+
+
+def test_utkface_colour_reader_is_bgr_and_grays_to_the_gray_reader(datasets):
+    g = utkface.read_utkface(datasets, limit=40)
+    c = utkface.read_utkface(datasets, limit=40, colour=True)
+    assert c.images.shape == (40, utkface.STORE_SIZE, utkface.STORE_SIZE, 3) and c.images.dtype == np.uint8
+    np.testing.assert_array_equal(c.names, g.names)
+    assert np.abs(c.images[..., 0].astype(int) - c.images[..., 2]).mean() > 10  # real colour, not gray x 3
+    # BGR->gray of the colour read is the gray read within JPEG decode rounding (RGB order would be far off)
+    diff = np.abs(np.stack([cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) for i in c.images]).astype(int) - g.images)
+    assert diff.mean() < 0.3 and (diff <= 1).mean() > 0.999 and diff.max() <= 8
+
+
+def test_utkface_gray_and_colour_are_cached_apart(datasets, tmp_path, monkeypatch):
+    folder = tmp_path / "utkface"
+    folder.mkdir()
+    for name in sorted((datasets / "utkface").iterdir())[:6]:
+        (folder / name.name).symlink_to(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    shapes = [utkface.read_utkface(tmp_path, colour=c).images.shape for c in (False, True, False, True)]
+    s = utkface.STORE_SIZE
+    assert shapes == [(6, s, s), (6, s, s, 3)] * 2
+    assert len(list((tmp_path / "home" / ".cache" / "emostream-train").glob("utkface-*.npz"))) == 2
