@@ -135,7 +135,7 @@ def scores(model: MTLNet, src: Source, age: np.ndarray, man: np.ndarray) -> tupl
         "age_mae_adult": float(err[~child].mean()), "gender_acc": float(ok.mean()),
         "gender_acc_child": float(ok[child].mean()), "gender_acc_adult": float(ok[~child].mean()),
     }  # fmt: skip
-    return {k: round(v, 4) for k, v in out.items()}, err, ok
+    return {k: round(v, 6) for k, v in out.items()}, err, ok
 
 
 def paired_diff(a: np.ndarray, b: np.ndarray, seed: int = 0, n_boot: int = 2000) -> list[float]:
