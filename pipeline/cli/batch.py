@@ -13,6 +13,8 @@ import sys
 
 from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_PARTIAL, UsageError, engine_args, offline_job
 
+INTERRUPTED = "emostream: interrupted; a re-run goes on with the unfinished inputs"
+
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -42,12 +44,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
             tqdm.write(f"emostream: {kind}: {r.input}: {r.error}", file=sys.stderr)
 
     with files, frames:
-        results = run_batch(
-            items, args.out, job, spread or LocalEngine(), progress=progress, on_result=on_result
-        )
+        try:
+            results = run_batch(
+                items, args.out, job, spread or LocalEngine(), progress=progress, on_result=on_result
+            )
+        except KeyboardInterrupt:  # between inputs, or at any time on Ray (its workers are stopped)
+            print(INTERRUPTED, file=sys.stderr)
+            return EXIT_INTERRUPTED
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "partial", "failed")}
     print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(items)} inputs -> {args.out / INDEX}")
     if any(r.status == "interrupted" for r in results):
-        print("emostream: interrupted; a re-run goes on with the unfinished inputs", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_PARTIAL if counts["failed"] or counts["partial"] else 0
