@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from engines.errors import EmostreamError
 WORKER_RETRIES = 1
 """A unit whose worker dies is tried once more; a second death lists it as failed."""
 CUDA_BACKENDS = ("torch", "tensorrt")
+NODE_HINT = f"and ray=={ray.__version__} must be installed on every node, with the same Python"
 FORWARDED_ENV_PREFIX = "EMOSTREAM_"
 """The driver's EMOSTREAM_* variables (models folder, cache) go to every worker: same paths everywhere."""
 
@@ -87,34 +90,51 @@ class RayEngine:
         tasks = list(tasks)
         if not tasks:
             return
-        with self._connected():
+        with self._connected() as ours:
             actors = self._start(work, len(tasks))
             try:
                 yield from self._dispatch(actors, work, tasks)
-            finally:
-                for actor in actors:
-                    ray.kill(actor)  # an interrupted job stops its workers; unfinished units are redone
+            finally:  # an interrupted job stops its workers at once; unfinished units are redone
+                if not ours:  # else closing our connection ends the workers it owns, without Ray's notices
+                    for actor in actors:
+                        ray.kill(actor)
 
     @contextlib.contextmanager
-    def _connected(self) -> Iterator[None]:
-        """Ray connected for the block: the caller's connection if there is one, else ours, closed after."""
+    def _connected(self) -> Iterator[bool]:
+        """Ray connected for the block: the caller's connection if there is one (False), else ours (True),
+        closed after."""
         if ray.is_initialized():
-            yield
+            yield False
             return
-        options = {"include_dashboard": False} if self.address == "local" else {}
         sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it; the CLI's handler stays
         try:
-            ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR, **options)
-        except Exception as e:
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise EmostreamError(f"--ray-address {self.address}: cannot start or join Ray ({why})") from None
+            self._init()
         finally:
             with contextlib.suppress(ValueError):  # not the main thread: nothing was replaced
                 signal.signal(signal.SIGTERM, sigterm)
         try:
-            yield
+            yield True
         finally:
             ray.shutdown()
+
+    def _init(self) -> None:
+        """ray.init, quietly: joining a cluster, Ray's core logs each retry on stderr (20 s of them for a
+        wrong address or token); they are kept aside and a failure is one line (naming a refused token)."""
+        local = self.address == "local"
+        with tempfile.TemporaryFile() as log:
+            try:
+                with _stderr_to(None if local else log.fileno()):
+                    ray.init(
+                        address=self.address,
+                        log_to_driver=False,
+                        logging_level=logging.ERROR,
+                        **({"include_dashboard": False} if local else {}),
+                    )
+            except Exception as e:
+                log.seek(0)
+                raise EmostreamError(
+                    join_error(self.address, e, log.read().decode(errors="replace"))
+                ) from None
 
     def _start(self, work: Any, units: int) -> list:
         gpus = self._gpus()
@@ -141,16 +161,29 @@ class RayEngine:
         return 1 if self.backend == "auto" and ray.cluster_resources().get("GPU", 0) > 0 else 0
 
     def _dispatch(self, actors: list, work: Any, tasks: list[tuple]) -> Iterator[Any]:
-        """Each idle worker gets the next unit; results are yielded as they finish."""
-        waiting, idle, running = deque(tasks), list(actors), {}
+        """Each idle worker gets the next unit; results are yielded as they finish. A worker that could
+        not start (its node lacks emostream, say) leaves the pool and its unit goes to another."""
+        waiting, idle, running, gone = deque(tasks), list(actors), {}, ""
         while waiting or running:
             while idle and waiting:
                 task, actor = waiting.popleft(), idle.pop()
                 running[actor.run.remote(task)] = (task, actor)
+            if not running:
+                raise EmostreamError(f"no Ray worker could start ({gone}); emostream {NODE_HINT}")
             [ref], _ = ray.wait(list(running), num_returns=1)
             task, actor = running.pop(ref)
+            try:
+                result = _outcome(work, task, ref)
+            except _NotStarted as e:
+                waiting.appendleft(task)
+                gone = str(e)
+                continue
             idle.append(actor)
-            yield _outcome(work, task, ref)
+            yield result
+
+
+class _NotStarted(Exception):
+    """A worker died in its creation task: it never ran a unit and never will (Ray does not restart it)."""
 
 
 def _outcome(work: Any, task: tuple, ref) -> Any:
@@ -158,6 +191,8 @@ def _outcome(work: Any, task: tuple, ref) -> Any:
     try:
         result = ray.get(ref)
     except RayActorError as e:  # the process died (killed, out of memory, crashed in native code)
+        if e.actor_init_failed:
+            raise _NotStarted(_last_line(str(e))) from None
         return work.lost(
             task, f"its worker died {WORKER_RETRIES + 1} times while running it ({type(e).__name__})"
         )
@@ -168,3 +203,37 @@ def _outcome(work: Any, task: tuple, ref) -> Any:
     if isinstance(result, Fatal):
         raise EmostreamError(result.line)
     return result
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a traceback: the exception and its message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def join_error(address: str, e: Exception, logged: str) -> str:
+    """The one line for a failed ray.init: a refused token named as such (Ray only logs it)."""
+    if "InvalidAuthToken" in logged or "Unauthenticated" in logged:
+        return (
+            f"--ray-address {address}: the cluster uses token authentication and refused this driver: "
+            "set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token; "
+            "`ray get-auth-token` on the head prints it)"
+        )
+    why = " ".join(str(e).split()) or type(e).__name__
+    return f"--ray-address {address}: cannot start or join Ray ({why})"
+
+
+@contextlib.contextmanager
+def _stderr_to(fd: int | None) -> Iterator[None]:
+    """File descriptor 2 (C++ logs write there directly) pointed at `fd` for the block; None: unchanged."""
+    if fd is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

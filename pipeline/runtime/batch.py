@@ -11,6 +11,7 @@ over a Ray cluster, the workers writing into the shared --out and this process k
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -142,7 +143,8 @@ class VideoWork:
         return {}  # "analyzer", once the first input has built it
 
     def run(self, held: dict, input_path: str, out_dir, job: OfflineJob, on_frame=None, on_start=None):
-        where = resolved(input_path, self.cwd)
+        """One input; its `seconds` include loading the models when it is the worker's first."""
+        where, t0 = resolved(input_path, self.cwd), time.perf_counter()
         if "analyzer" not in held:
             from pipeline.analyzer import FaceAnalyzer
 
@@ -150,9 +152,13 @@ class VideoWork:
                 held["analyzer"] = FaceAnalyzer(self.config)
             except Exception as e:
                 return InputResult(input_path, "failed", error=_line(e))
+        load_s = time.perf_counter() - t0
         out = Path(resolved(str(out_dir), self.cwd))
-        result = process_one(where, out, job, on_frame, on_start, analyzer=held["analyzer"])
-        return dataclasses.replace(result, input=input_path, error=result.error.replace(where, input_path))
+        r = process_one(where, out, job, on_frame, on_start, analyzer=held["analyzer"])
+        seconds = round(r.seconds + load_s, 2) if r.status != "skipped" else r.seconds
+        return dataclasses.replace(
+            r, input=input_path, error=r.error.replace(where, input_path), seconds=seconds
+        )
 
     def lost(self, task: tuple, why: str) -> InputResult:
         return InputResult(task[0], "failed", error=why)
@@ -168,11 +174,7 @@ def finished_earlier(input_path: str, out_dir: Path, job: OfflineJob) -> InputRe
     if job.overwrite or not marker.is_file():
         return None
     earlier = _read_marker(marker)
-    return (
-        None
-        if earlier is None
-        else dataclasses.replace(earlier, input=input_path, status="skipped", seconds=0.0)
-    )
+    return earlier and dataclasses.replace(earlier, input=input_path, status="skipped", seconds=0.0)
 
 
 def process_one(
@@ -261,8 +263,18 @@ def run_batch(
     order. `progress(item)` (optional, local engine only) gives (on_frame, on_start) for that input's
     progress bar. Stops after an interrupted input."""
     out_root = Path(out_root)
+    made = not out_root.exists()
     out_root.mkdir(parents=True, exist_ok=True)
-    engine = engine or LocalEngine()
+    try:
+        return _run_batch(items, out_root, job, engine or LocalEngine(), progress, on_result)
+    except BaseException:
+        if made:  # nothing written (a cluster that cannot be joined): no folder left behind
+            with contextlib.suppress(OSError):
+                out_root.rmdir()
+        raise
+
+
+def _run_batch(items, out_root: Path, job: OfflineJob, engine: Engine, progress, on_result) -> list:
     order = {item.path: n for n, item in reversed(list(enumerate(items)))}
     results: list[InputResult] = []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import ray
 from engines.errors import EmostreamError
 from pipeline.cli.batch import INTERRUPTED
 from pipeline.config import AnalyzerConfig
-from pipeline.distributed.ray_engine import RayEngine
+from pipeline.distributed.ray_engine import RayEngine, join_error
 from pipeline.runtime.batch import expand_inputs, run_batch
 from pipeline.runtime.offline import OfflineJob
 from pipeline.scoring.features import extract_features
@@ -130,6 +131,35 @@ def test_a_worker_that_cannot_start_gives_the_local_one_line_error(ray_address, 
     with pytest.raises(EmostreamError) as on_ray:
         extract_features(clips, config, cache_dir=tmp_path, engine=RayEngine(workers=1))
     assert str(on_ray.value) == str(here.value) and "\n" not in str(on_ray.value)
+
+
+class NotOnTheNodes:
+    """A work the workers cannot load (as on nodes without emostream): unpickling imports a missing module."""
+
+    def __reduce__(self):
+        return importlib.import_module, ("emostream_missing_on_this_node",)
+
+
+def test_workers_that_cannot_start_leave_the_pool_and_none_left_is_one_line(ray_address):
+    with pytest.raises(EmostreamError) as e:
+        list(RayEngine(workers=2).map(NotOnTheNodes(), [(1,), (2,), (3,)]))
+    assert str(e.value).startswith("no Ray worker could start (ModuleNotFoundError: No module named ")
+    assert "emostream_missing_on_this_node" in str(e.value) and "must be installed on every node" in str(
+        e.value
+    )
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line():
+    """Ray's core logs each refused attempt for 20 s on stderr (kept aside); the user gets one line."""
+    logged = (
+        "[W gcs_client.cc:210] Failed to get cluster ID: Unauthenticated: RPC error: InvalidAuthToken\n" * 3
+    )
+    refused = join_error("10.0.0.1:6379", ConnectionError("Failed to connect to Ray cluster"), logged)
+    assert "RAY_AUTH_MODE=token" in refused and "\n" not in refused
+    other = join_error("auto", ConnectionError("Could not find any running Ray instance.\nPlease..."), "")
+    assert other == (
+        "--ray-address auto: cannot start or join Ray (Could not find any running Ray instance. Please...)"
+    )
 
 
 def test_a_video_whose_worker_dies_twice_is_listed_failed_and_the_rest_done(
