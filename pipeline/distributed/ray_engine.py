@@ -137,10 +137,9 @@ class RayEngine:
                 ) from None
 
     def _start(self, work: Any, units: int) -> list:
-        gpus = self._gpus()
         total = ray.cluster_resources()
-        room = total.get("GPU", 0) // gpus if gpus else total.get("CPU", 0) // self.cpus_per_worker
-        count = min(self.workers or max(1, int(room)), units)
+        gpus = worker_gpus(self.backend, total.get("GPU", 0), self.gpus_per_worker)
+        count = worker_count(self.workers, units, total, self.cpus_per_worker, gpus)
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
         actor = ray.remote(Worker).options(
             num_cpus=self.cpus_per_worker,
@@ -151,14 +150,6 @@ class RayEngine:
         )
         self.started = count
         return [actor.remote(work, max(1, int(self.cpus_per_worker))) for _ in range(count)]
-
-    def _gpus(self) -> float:
-        """GPUs per worker: as asked, else 1 for a CUDA backend (and for `auto` on a cluster with GPUs)."""
-        if self.gpus_per_worker is not None:
-            return self.gpus_per_worker
-        if self.backend in CUDA_BACKENDS:
-            return 1
-        return 1 if self.backend == "auto" and ray.cluster_resources().get("GPU", 0) > 0 else 0
 
     def _dispatch(self, actors: list, work: Any, tasks: list[tuple]) -> Iterator[Any]:
         """Each idle worker gets the next unit; results are yielded as they finish. A worker that could
@@ -180,6 +171,21 @@ class RayEngine:
                 continue
             idle.append(actor)
             yield result
+
+
+def worker_gpus(backend: str, cluster_gpus: float, asked: float | None = None) -> float:
+    """GPUs each worker asks Ray for: as `asked`, else 1 for a CUDA backend, and for `auto` on a cluster
+    with GPUs (auto picks a GPU backend there); 0 otherwise (onnxruntime on the CPU)."""
+    if asked is not None:
+        return asked
+    return 1 if backend in CUDA_BACKENDS or (backend == "auto" and cluster_gpus > 0) else 0
+
+
+def worker_count(asked: int | None, units: int, total: dict, cpus_per_worker: float, gpus: float) -> int:
+    """Workers to start: as `asked`, else one per `cpus_per_worker` CPUs of the cluster (per `gpus` GPUs
+    when each needs some); never more than there are units, never none."""
+    fits = total.get("GPU", 0) // gpus if gpus else total.get("CPU", 0) // cpus_per_worker
+    return max(1, min(asked or int(fits), units))
 
 
 class _NotStarted(Exception):

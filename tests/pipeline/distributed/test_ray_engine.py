@@ -23,7 +23,7 @@ import ray
 from engines.errors import EmostreamError
 from pipeline.cli.batch import INTERRUPTED
 from pipeline.config import AnalyzerConfig
-from pipeline.distributed.ray_engine import RayEngine, join_error
+from pipeline.distributed.ray_engine import RayEngine, join_error, worker_count, worker_gpus
 from pipeline.runtime.batch import expand_inputs, run_batch
 from pipeline.runtime.offline import OfflineJob
 from pipeline.scoring.features import extract_features
@@ -131,6 +131,18 @@ def test_a_worker_that_cannot_start_gives_the_local_one_line_error(ray_address, 
     with pytest.raises(EmostreamError) as on_ray:
         extract_features(clips, config, cache_dir=tmp_path, engine=RayEngine(workers=1))
     assert str(on_ray.value) == str(here.value) and "\n" not in str(on_ray.value)
+
+
+def test_workers_ask_for_a_gpu_when_a_cuda_backend_runs_the_net():
+    assert worker_gpus("onnxruntime", cluster_gpus=4) == 0
+    assert worker_gpus("torch", cluster_gpus=0) == worker_gpus("tensorrt", cluster_gpus=8) == 1
+    assert worker_gpus("auto", cluster_gpus=2) == 1 and worker_gpus("auto", cluster_gpus=0) == 0
+    assert worker_gpus("torch", cluster_gpus=8, asked=0.5) == 0.5
+    cluster = {"CPU": 16.0, "GPU": 2.0}
+    assert worker_count(None, 100, cluster, 1, 0) == 16  # one per CPU
+    assert worker_count(None, 100, cluster, 1, 1) == 2  # one per GPU
+    assert worker_count(None, 3, cluster, 1, 0) == 3 and worker_count(5, 100, cluster, 1, 0) == 5
+    assert worker_count(None, 100, {"CPU": 1.0}, 4, 0) == 1  # never none
 
 
 class NotOnTheNodes:
