@@ -114,8 +114,9 @@ class RayEngine:
                 signal.signal(signal.SIGTERM, sigterm)
         try:
             yield True
-        finally:
-            ray.shutdown()
+        finally:  # quietly: stopping with a video in flight, Ray's core logs that it had nobody to tell
+            with tempfile.TemporaryFile() as log, _stderr_to(log.fileno()):
+                ray.shutdown()
 
     def _init(self) -> None:
         """ray.init, quietly: joining a cluster, Ray's core logs each retry on stderr (20 s of them for a
