@@ -68,10 +68,10 @@ class Worker:
 
 class RayEngine:
     """Maps a work over Ray actors. `address`: None starts a local Ray instance (or joins $RAY_ADDRESS when
-    set), `auto` joins the cluster running on this machine, `HOST:PORT` (or `ray://HOST:10001`) that one.
-    `workers`: actors to start (default: one per CPU of the cluster, or per GPU when each worker needs
-    one), never more than there are units. If Ray is already initialised (a caller's own
-    `ray.init`), that connection is used and left open."""
+    set), `local` always starts one, `auto` joins the cluster running on this machine, `HOST:PORT` (or
+    `ray://HOST:10001`) that one. `workers`: actors to start (default: one per CPU of the cluster, or per
+    GPU when each worker needs one), never more than there are units. If Ray is already initialised (a
+    caller's own `ray.init`), that connection is used and left open."""
 
     def __init__(
         self,
@@ -84,7 +84,6 @@ class RayEngine:
         self.address = address or os.environ.get("RAY_ADDRESS") or "local"
         self.workers, self.backend = workers, backend
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
-        self.started = 0  # actors started by the last map (for reports)
 
     def map(self, work: Any, tasks: Iterable[tuple]) -> Iterator[Any]:
         tasks = list(tasks)
@@ -149,7 +148,6 @@ class RayEngine:
             max_task_retries=WORKER_RETRIES,
             runtime_env={"env_vars": env} if env else None,
         )
-        self.started = count
         return [actor.remote(work, max(1, int(self.cpus_per_worker))) for _ in range(count)]
 
     def _dispatch(self, actors: list, work: Any, tasks: list[tuple]) -> Iterator[Any]:
