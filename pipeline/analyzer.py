@@ -31,16 +31,12 @@ class FaceAnalyzer:
         from engines.store.store import ModelStore
         from pipeline.stages.attributes import attribute_refresh_for
         from pipeline.stages.detect import LOW_SCORE, create_detector
-        from pipeline.stages.minface import MinFace
         from pipeline.stages.schedule import DetectionSchedule
-        from pipeline.stages.shots import ShotDetector
 
         self.config = config
         self.store = store or ModelStore(mirror_dir=config.models_dir)
         self.timer = timer or StageTimer()
         self.detector = create_detector(config.detector, self.store, low_score=LOW_SCORE)
-        self.shots = ShotDetector() if config.cut_detection else None
-        self.min_face = MinFace(config.min_face_px)
         max_side = self.detector.max_side
         self.schedule = DetectionSchedule(config.detect_every, config.coarse_detection, max_side)
         threads = {} if config.threads is None else {"intra_op_threads": config.threads}
@@ -60,10 +56,16 @@ class FaceAnalyzer:
         self._new_clip_state()
 
     def _new_clip_state(self) -> None:
+        """Everything one clip accumulates, new: tracks, smoothing, shots and the counts summary.json
+        reports (faces below --min-face, cuts), so a reused analyzer answers as a fresh one."""
         from pipeline.stages.aggregate import Aggregator
         from pipeline.stages.appearance import default_window_s
+        from pipeline.stages.minface import MinFace
+        from pipeline.stages.shots import ShotDetector
         from pipeline.stages.track import Tracker
 
+        self.shots = ShotDetector() if self.config.cut_detection else None
+        self.min_face = MinFace(self.config.min_face_px)
         self.tracker = Tracker(
             high_score=self.detector.high_score,
             low_score=self.detector.low_score,
@@ -74,8 +76,6 @@ class FaceAnalyzer:
                 else self.config.reid_window_s
             ),
         )
-        if self.shots is not None:
-            self.shots.reset()
         if self.aggregator is not None:
             self.aggregator.close()
         self.aggregator = Aggregator(smoothing_s=self.config.smoothing_s)

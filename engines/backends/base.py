@@ -30,10 +30,16 @@ class NetSource(Protocol):
     def torch_module(self) -> Any: ...
 
 
+CPUS_ENV = "EMOSTREAM_CPUS"
+"""Caps `usable_cpus` for this process: a distributed worker's share of its node (Ray sets no affinity)."""
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity mask where the OS has one (a container's cpuset, a
-    `taskset`), which `os.cpu_count()` ignores."""
+    `taskset`), which `os.cpu_count()` ignores; at most $EMOSTREAM_CPUS when that is set."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    cap = os.environ.get(CPUS_ENV, "")
+    return max(1, min(cpus, int(cap))) if cap.isdigit() else cpus

@@ -15,6 +15,7 @@ from engines.backends import BACKEND_CHOICES
 from engines.errors import EmostreamError
 from engines.nets.heads import DEFAULT_HEADS, DEFAULT_QUALITY, QUALITIES, QUALITY_HELP, head_names
 from pipeline.config import DETECTOR_MODELS, MIN_FACE_PX, AnalyzerConfig
+from pipeline.distributed.engine import ENGINES, LOCAL, RAY_INSTALL_HINT
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -93,6 +94,37 @@ def check_timeout(args: argparse.Namespace) -> float:
     if not args.timeout > 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
     return args.timeout
+
+
+def add_engine_args(p: argparse.ArgumentParser, unit: str, workers_help: str) -> None:
+    """--engine, --ray-address and --workers: where the `unit`s (videos, clips) run (docs/distributed.md)."""
+    p.add_argument(
+        "--engine",
+        default=LOCAL,
+        choices=ENGINES,
+        help=f"local: this machine; ray: a Ray cluster, one {unit} per worker from start to end "
+        f"({RAY_INSTALL_HINT}; docs/distributed.md) (default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray, the cluster to join: auto (the one started on this machine with "
+        "'ray start'), HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else a new Ray instance here)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help=workers_help)
+
+
+def engine_args(args: argparse.Namespace):
+    """The distributed engine the engine options name (None for local); Ray is imported only for ray."""
+    from pipeline.distributed.engine import distributed_engine
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.ray_address is not None and args.engine != "ray":
+        raise UsageError("--ray-address needs --engine ray")
+    return distributed_engine(
+        args.engine, address=args.ray_address, workers=args.workers, backend=args.backend
+    )
 
 
 def split_list(text: str) -> list[str]:

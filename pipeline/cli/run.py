@@ -10,7 +10,9 @@ from pathlib import Path
 from pipeline.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
+    UsageError,
     add_analyzer_args,
+    add_engine_args,
     add_input_args,
     offline_job,
 )
@@ -44,6 +46,12 @@ def add_run_parser(sub) -> None:
     run.add_argument("--head", metavar="FILE", help="few-shot head from train-head: an extra per-face output")
     add_input_args(run)
     add_analyzer_args(run)
+    add_engine_args(
+        run,
+        "video",
+        "with many inputs and --engine ray: videos processed at once, one per Ray worker (default: one per "
+        "CPU of the cluster)",
+    )
     run.set_defaults(func=cmd_run)
 
 
@@ -54,6 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from pipeline.cli.batch import cmd_batch
 
         return cmd_batch(args)
+    if args.engine != "local" or args.workers is not None or args.ray_address is not None:
+        raise UsageError(
+            "--engine, --workers and --ray-address spread many inputs (a folder, a glob, a .txt list or "
+            "several files); one input runs here"
+        )
     return run_one(args, args.input[0])
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pipeline.cli.common import (
     EXIT_PARTIAL,
-    UsageError,
     add_analyzer_args,
+    add_engine_args,
     analyzer_config,
+    engine_args,
 )
 from pipeline.scoring.names import CLASSIFIERS, HEAD_CLASSIFIERS, PROTOCOLS
 from pipeline.stages.head import FEATURE_SETS
@@ -52,9 +53,19 @@ def add_score_parsers(sub) -> None:
 
 
 def _add_extract_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="clips processed in parallel")
+    add_engine_args(
+        p,
+        "clip",
+        "clips processed in parallel: worker processes here (default 1), or Ray workers with --engine ray "
+        "(default: one per CPU of the cluster)",
+    )
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: $EMOSTREAM_CACHE_DIR/features)")
     add_analyzer_args(p)
+
+
+def _workers(args: argparse.Namespace) -> int | None:
+    """--workers as given; unset: 1 process here, or (None) one Ray worker per CPU of the cluster."""
+    return args.workers if args.workers is not None or args.engine == "ray" else 1
 
 
 def _clip_bar(desc: str):
@@ -83,8 +94,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pipeline.scoring.job import ScoreJob
     from pipeline.scoring.score import score
 
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    engine_args(args)  # bad engine options (a missing Ray too) are one line before anything is read
     job = ScoreJob(
         dataset=args.dataset,
         protocol=args.protocol,
@@ -94,10 +104,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         features=args.features,
         classifier=args.classifier,
         model=args.model,
-        workers=args.workers,
+        workers=_workers(args),
         cache_dir=args.cache_dir,
         analyzer=analyzer_config(args),
         overwrite=args.overwrite,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     bar, on_clip = _clip_bar("clips")
     with bar:
@@ -121,8 +133,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_train_head(args: argparse.Namespace) -> int:
     from pipeline.scoring.fewshot import train_head
 
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    engine_args(args)  # bad engine options (a missing Ray too) are one line before anything is read
     bar, on_clip = _clip_bar("clips")
     with bar:
         r = train_head(
@@ -131,10 +142,12 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             feature_set=args.features,
             classifier=args.classifier,
             analyzer=analyzer_config(args),
-            workers=args.workers,
+            workers=_workers(args),
             cache_dir=args.cache_dir,
             on_clip=on_clip,
             overwrite=args.overwrite,
+            engine=args.engine,
+            ray_address=args.ray_address,
         )
     per_class = ", ".join(f"{k} {v}" for k, v in r["items_per_class"].items())
     print(

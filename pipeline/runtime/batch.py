@@ -4,12 +4,14 @@ Every video and image found gets its own output folder under --out, mirroring it
 folder, glob root or list file (`clips/a/b.mp4` -> `OUT/a/b.mp4/`), and `OUT/index.csv` lists each input
 with its status. `process_one(input, out_dir, job)` is the unit of work, a pure function of its
 arguments: it runs the input into its folder and writes `finished.json` last, so a re-run skips what
-finished and redoes what did not. An engine maps it over the inputs: `LocalEngine` runs them one after
-another in this process (a distributed engine only has to provide the same `map`).
+finished and redoes what did not. An engine (pipeline/distributed) maps `VideoWork` over the inputs that
+are not finished yet: `LocalEngine` one after another in this process, `RayEngine` one video per worker
+over a Ray cluster, the workers writing into the shared --out and this process keeping index.csv.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -17,11 +19,13 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines.files import write_atomic
+from pipeline.config import AnalyzerConfig
+from pipeline.distributed.engine import Engine, LocalEngine, portable_config, resolved
 from pipeline.errors import InputError
 from pipeline.io.capture import IMAGE_EXTENSIONS
 from pipeline.io.sinks import write_json
@@ -125,29 +129,70 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-class LocalEngine:
-    """Runs the inputs one after another in this process."""
+@dataclass(frozen=True)
+class VideoWork:
+    """`run` over many inputs as an engine's work: one analyzer per worker (models load once), lent to
+    each input in turn (reset: no track carries over). Built by the worker's first input, so a failure to
+    load the models is that input's `failed` row, as with a fresh analyzer per input. `cwd`: the driver's
+    folder, for workers elsewhere to resolve relative paths (None: this process's own)."""
 
-    def map(self, fn: Callable[..., InputResult], tasks: Iterable[tuple]) -> Iterator[InputResult]:
-        for task in tasks:
-            yield fn(*task)
+    config: AnalyzerConfig
+    cwd: str | None = None
+
+    def setup(self) -> dict:
+        return {}  # "analyzer", once the first input has built it
+
+    def run(self, held: dict, input_path: str, out_dir, job: OfflineJob, on_frame=None, on_start=None):
+        """One input; its `seconds` include loading the models when it is the worker's first."""
+        where, t0 = resolved(input_path, self.cwd), time.perf_counter()
+        if "analyzer" not in held:
+            from pipeline.analyzer import FaceAnalyzer
+
+            try:
+                held["analyzer"] = FaceAnalyzer(self.config)
+            except Exception as e:
+                return InputResult(input_path, "failed", error=_line(e))
+        load_s = time.perf_counter() - t0
+        out = Path(resolved(str(out_dir), self.cwd))
+        r = process_one(where, out, job, on_frame, on_start, analyzer=held["analyzer"])
+        seconds = round(r.seconds + load_s, 2) if r.status != "skipped" else r.seconds
+        return dataclasses.replace(
+            r, input=input_path, error=r.error.replace(where, input_path), seconds=seconds
+        )
+
+    def lost(self, task: tuple, why: str) -> InputResult:
+        return InputResult(task[0], "failed", error=why)
+
+    def close(self, held: dict) -> None:
+        if "analyzer" in held:
+            held.pop("analyzer").close()
 
 
-def process_one(input_path: str, out_dir: Path, job: OfflineJob, on_frame=None, on_start=None) -> InputResult:
+def finished_earlier(input_path: str, out_dir: Path, job: OfflineJob) -> InputResult | None:
+    """The `skipped` row of an input whose folder holds the finished marker (None with --overwrite)."""
+    marker = Path(out_dir) / FINISHED
+    if job.overwrite or not marker.is_file():
+        return None
+    earlier = _read_marker(marker)
+    return earlier and dataclasses.replace(earlier, input=input_path, status="skipped", seconds=0.0)
+
+
+def process_one(
+    input_path: str, out_dir: Path, job: OfflineJob, on_frame=None, on_start=None, analyzer=None
+) -> InputResult:
     """Run one input into `out_dir` (the settings from `job`, its input and folder replaced) and write
     the finished marker last. A folder with the marker is skipped unless `job.overwrite`; one without it
     (an unfinished run) is redone. Any failure becomes a `failed` result, never an exception, except
-    Ctrl-C, which the run turns into an `interrupted` result."""
+    Ctrl-C, which the run turns into an `interrupted` result. `analyzer`: a worker's, lent to this run."""
     out_dir = Path(out_dir)
     marker = out_dir / FINISHED
-    if marker.is_file() and not job.overwrite:
-        earlier = _read_marker(marker)
-        if earlier is not None:
-            return dataclasses.replace(earlier, input=input_path, status="skipped", seconds=0.0)
+    earlier = finished_earlier(input_path, out_dir, job)
+    if earlier is not None:
+        return earlier
     t0 = time.perf_counter()
     try:
         job = dataclasses.replace(job, input=input_path, out_dir=out_dir, overwrite=True)
-        summary = run_job(job, on_frame=on_frame, on_start=on_start)
+        summary = run_job(job, on_frame=on_frame, on_start=on_start, analyzer=analyzer)
     except Exception as e:  # a bad file is listed, never stops the rest
         _remove_empty_parents(out_dir)
         return InputResult(input_path, "failed", seconds=round(time.perf_counter() - t0, 2), error=_line(e))
@@ -209,23 +254,49 @@ def run_batch(
     items: list[BatchInput],
     out_root: Path,
     job: OfflineJob,
-    engine=None,
+    engine: Engine | None = None,
     progress: Callable[[BatchInput], tuple] | None = None,
     on_result: Callable[[InputResult], None] | None = None,
 ) -> list[InputResult]:
-    """Every input through `engine.map(process_one, ...)` into `out_root/<rel_out>`, index.csv kept
-    current after each. `progress(item)` (optional, local engine only) gives (on_frame, on_start) for
-    that input's progress bar. Stops after an interrupted input."""
+    """Every input into `out_root/<rel_out>`: finished ones skipped here, the rest through
+    `engine.map(VideoWork, ...)` (default: this process); index.csv kept current after each, in input
+    order. `progress(item)` (optional, local engine only) gives (on_frame, on_start) for that input's
+    progress bar. Stops after an interrupted input."""
     out_root = Path(out_root)
+    made = not out_root.exists()
     out_root.mkdir(parents=True, exist_ok=True)
-    engine = engine or LocalEngine()
-    tasks = ((i.path, out_root / i.rel_out, job, *(progress(i) if progress else ())) for i in items)
+    try:
+        return _run_batch(items, out_root, job, engine or LocalEngine(), progress, on_result)
+    except BaseException:
+        if made:  # nothing written (a cluster that cannot be joined): no folder left behind
+            with contextlib.suppress(OSError):
+                out_root.rmdir()
+        raise
+
+
+def _run_batch(items, out_root: Path, job: OfflineJob, engine: Engine, progress, on_result) -> list:
+    order = {item.path: n for n, item in reversed(list(enumerate(items)))}
     results: list[InputResult] = []
-    for result in engine.map(process_one, tasks):
+
+    def record(result: InputResult) -> None:
         results.append(result)
-        write_index(out_root / INDEX, results)
+        write_index(out_root / INDEX, sorted(results, key=lambda r: order.get(r.input, len(order))))
         if on_result:
             on_result(result)
+
+    todo = []
+    for item in items:
+        earlier = finished_earlier(item.path, out_root / item.rel_out, job)
+        if earlier is None:
+            todo.append(item)
+        else:
+            record(earlier)
+    local = isinstance(engine, LocalEngine)
+    work = VideoWork(job.analyzer) if local else VideoWork(portable_config(job.analyzer), os.getcwd())
+    bars = progress if local else None  # per-frame callbacks stay in this process
+    tasks = ((i.path, out_root / i.rel_out, job, *(bars(i) if bars else ())) for i in todo)
+    for result in engine.map(work, tasks):
+        record(result)
         if result.status == "interrupted":
             break
     return results

@@ -132,6 +132,7 @@ def run_job(
     job: OfflineJob,
     on_frame: Callable[[Frame, FaceBatch], None] | None = None,
     on_start: Callable[[int | None], None] | None = None,
+    analyzer: FaceAnalyzer | None = None,
 ) -> dict:
     """Process `job.input` into `job.out_dir`; returns the summary (also written as summary.json).
 
@@ -139,7 +140,8 @@ def run_job(
     when the run fails before writing anything into it. The folder is locked for the whole job (a second
     run into it is refused); the end-of-run files are written with Ctrl-C/SIGTERM held back, so an
     interrupt then costs nothing already processed. `on_start(expected frames or None)` is called once
-    the models are loaded, just before the first frame.
+    the models are loaded, just before the first frame. `analyzer` (optional: a worker's, models loaded
+    once for many jobs) is used instead of building one from `job.analyzer`, reset first, not closed here.
     """
     _check_trim(job)
     # a bad input fails here, before any folder is made
@@ -147,7 +149,7 @@ def run_job(
     made = not Path(job.out_dir).exists()
     try:
         with claimed_out_dir(job.out_dir, job.overwrite) as out:
-            return _run(job, source, out, on_frame, on_start)
+            return _run(job, source, out, on_frame, on_start, analyzer)
     except BaseException:
         with contextlib.suppress(Exception):
             source.close()  # closed already if the run started; not if the folder was refused
@@ -166,13 +168,13 @@ def _check_trim(job: OfflineJob) -> None:
         raise InputError(f"--end ({job.end_s}) must be after --start ({job.start_s})")
 
 
-def _run(job: OfflineJob, source, out: Path, on_frame, on_start) -> dict:
+def _run(job: OfflineJob, source, out: Path, on_frame, on_start, lent: FaceAnalyzer | None) -> dict:
     timer = StageTimer()
     analyzer = outputs = None
     try:
         with job_threads(source.info):
             t0 = time.perf_counter()
-            analyzer = FaceAnalyzer(job.analyzer, timer=timer)
+            analyzer = _analyzer(job, timer, lent)
             setup_s = time.perf_counter() - t0
             outputs = _Outputs(dataclasses.replace(job, out_dir=out), source, timer)
 
@@ -193,11 +195,20 @@ def _run(job: OfflineJob, source, out: Path, on_frame, on_start) -> dict:
                 timer=timer,
             )
     except BaseException:
-        _close(outputs, source, analyzer)
+        _close(outputs, source, None if lent else analyzer)
         raise
     with signals_deferred():
-        _close(outputs, source, analyzer)
+        _close(outputs, source, None if lent else analyzer)
         return _finish(job, out, source, analyzer, stats, setup_s, outputs)
+
+
+def _analyzer(job: OfflineJob, timer: StageTimer, lent: FaceAnalyzer | None) -> FaceAnalyzer:
+    """A new analyzer for this job, or the lent one reset (no track or count carries over) and timed here."""
+    if lent is None:
+        return FaceAnalyzer(job.analyzer, timer=timer)
+    lent.reset()
+    lent.timer = timer
+    return lent
 
 
 def _close(outputs: _Outputs | None, source, analyzer: FaceAnalyzer | None) -> None:

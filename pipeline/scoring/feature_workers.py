@@ -1,8 +1,8 @@
-"""Feature extraction over clips, in this process or a pool of worker processes (`extract_features`'s engine).
+"""Feature extraction over clips: in this process, a pool of worker processes, or an engine such as Ray's.
 
 Each worker builds its own `FaceAnalyzer` with a share of the CPUs; one clip's error is that clip's
 (a line in the result), a worker that cannot start gives the same one-line error as one process, and a
-worker that dies is one line too.
+worker that dies is one line too (on Ray: the clip is retried, then listed as failed).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import dataclasses
 import multiprocessing
 import os
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 from engines.backends.base import usable_cpus
 from engines.errors import EmostreamError
 from pipeline.config import AnalyzerConfig
+from pipeline.distributed.engine import Engine, portable_config, resolved
 from pipeline.scoring.clip_features import ClipFeatures
 
 
@@ -38,10 +40,46 @@ def extract_clip(path: Path, analyzer, batch_frames: int = 8) -> ClipFeatures:
         return ClipFeatures.from_batches(batches, src.frames_read, src.decode_errors)
 
 
-def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers: int):
+@dataclass(frozen=True)
+class FeatureWork:
+    """Feature extraction as an engine's work (pipeline/distributed): a FaceAnalyzer built once per worker,
+    one clip per unit, answered as (sha256, ClipFeatures or error line, runtime). `cwd`: the driver's
+    folder, against which workers on other nodes resolve relative clip paths."""
+
+    config: AnalyzerConfig
+    cwd: str | None = None
+
+    def setup(self):
+        from pipeline.analyzer import FaceAnalyzer
+
+        return FaceAnalyzer(self.config)
+
+    def run(self, analyzer, digest: str, path: str) -> tuple[str, ClipFeatures | str, dict]:
+        where = resolved(path, self.cwd)
+        outcome = extract_or_error(Path(where), analyzer)
+        if isinstance(outcome, str):  # named as the driver named it
+            outcome = outcome.replace(where, path)
+        return digest, outcome, started_runtime(analyzer.net)
+
+    def lost(self, task: tuple, why: str) -> tuple[str, str, dict]:
+        digest, path = task
+        return digest, f"{path}: {why}", {}
+
+    def close(self, analyzer) -> None:
+        analyzer.close()
+
+
+def run_extraction(
+    todo: dict[str, list[Path]], config: AnalyzerConfig, workers: int, engine: Engine | None = None
+):
     """Yield (sha256, ClipFeatures or error line, runtime that made it) for each clip to extract, in this
-    process or a pool; the runtime is the backend that started and its precision (`started_runtime`)."""
+    process, a pool of `workers`, or over `engine`; the runtime is the backend that started and its
+    precision (`started_runtime`)."""
     if not todo:
+        return
+    if engine is not None:
+        work = FeatureWork(portable_config(config), os.getcwd())
+        yield from engine.map(work, ((digest, str(paths[0])) for digest, paths in todo.items()))
         return
     if workers <= 1 or len(todo) == 1:
         from pipeline.analyzer import FaceAnalyzer
@@ -50,7 +88,7 @@ def run_extraction(todo: dict[str, list[Path]], config: AnalyzerConfig, workers:
         try:
             runtime = started_runtime(analyzer.net)
             for digest, paths in todo.items():
-                yield digest, _extract_or_error(paths[0], analyzer), runtime
+                yield digest, extract_or_error(paths[0], analyzer), runtime
         finally:
             analyzer.close()
         return
@@ -80,7 +118,7 @@ def started_runtime(net) -> dict:
     return {"backend": name, "precision": getattr(net.backend, "precision", DEFAULT_PRECISION.get(name, "?"))}
 
 
-def _extract_or_error(path: Path, analyzer) -> ClipFeatures | str:
+def extract_or_error(path: Path, analyzer) -> ClipFeatures | str:
     """The clip's features, or one line saying why it failed: any error of one clip (a decoder or OpenCV
     error) is that clip's, and must not end the run."""
     try:
@@ -114,4 +152,4 @@ def _work(path: Path) -> tuple[ClipFeatures | str, dict]:
     if "error" in _WORKER:  # the same one line as one process gives, raised in the parent by result()
         raise EmostreamError(_WORKER["error"])
     analyzer = _WORKER["analyzer"]
-    return _extract_or_error(path, analyzer), started_runtime(analyzer.net)
+    return extract_or_error(path, analyzer), started_runtime(analyzer.net)

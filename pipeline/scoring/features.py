@@ -1,7 +1,9 @@
 """Per-face features of whole clips through the real pipeline, in parallel over clips, cached on disk.
 
 `extract_features(paths, config, workers=N)` runs detect -> track -> fused net on every clip that is not
-in the cache yet: one process per worker, each with its own `FaceAnalyzer` and a share of the CPU threads.
+in the cache yet: one process per worker, each with its own `FaceAnalyzer` and a share of the CPU threads
+(or, with `engine=`, one clip per worker over that engine, e.g. Ray actors across a cluster; the cache is
+written here, by the driver, from the features the workers send back).
 Each clip's result (`ClipFeatures`: one row per face per frame with frame index, time, track id, box and
 every net output) is saved as one compressed .npz named by the sha256 of the clip's bytes, of the
 `model_set` (model sha256s, head specs, quality, detector, detect_every, coarse detection) and of the
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import AnalyzerConfig, model_set
+from pipeline.distributed.engine import Engine
 from pipeline.scoring.clip_features import ClipFeatures
 from pipeline.scoring.feature_workers import run_extraction, started_runtime
 
@@ -87,8 +90,11 @@ def extract_features(
     workers: int = 1,
     cache_dir: Path | None = None,
     on_clip: OnClip | None = None,
+    engine: Engine | None = None,
 ) -> ExtractResult:
-    """Features of every clip in `paths` (cache, else the pipeline); unreadable clips land in `failed`."""
+    """Features of every clip in `paths` (cache, else the pipeline); unreadable clips land in `failed`.
+    `engine` (pipeline/distributed) spreads the clips to extract over its workers instead of `workers`
+    processes on this machine."""
     from engines.store.store import usable_dir
 
     config = _feature_config(config)
@@ -113,7 +119,7 @@ def extract_features(
             notify(path, "cached")
         else:
             todo.setdefault(digest, []).append(path)
-    for digest, outcome, started in run_extraction(todo, config, workers):
+    for digest, outcome, started in run_extraction(todo, config, workers, engine):
         if isinstance(outcome, ClipFeatures):
             result.runtime = started  # what made these features, which may not be what probing expected
             outcome.save(_cache_path(cache, digest, model_set_key({**ms, **started})))

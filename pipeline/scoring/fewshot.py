@@ -18,6 +18,7 @@ import numpy as np
 
 from engines.errors import EmostreamError
 from pipeline.config import AnalyzerConfig
+from pipeline.distributed.engine import distributed_engine
 from pipeline.errors import InputError
 from pipeline.io.bundles import save_bundle
 from pipeline.scoring.features import OnClip, extract_features
@@ -32,12 +33,16 @@ def train_head(
     feature_set: str = "fused",
     classifier: str = "logreg",
     analyzer: AnalyzerConfig | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     cache_dir: Path | None = None,
     on_clip: OnClip | None = None,
     overwrite: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
-    """Fit, cross-validate and save a head; returns the report (also stored in the file)."""
+    """Fit, cross-validate and save a head; returns the report (also stored in the file). `engine`
+    (pipeline/distributed: local or ray) extracts the features, `workers` of them (None on ray: one per
+    CPU of the cluster)."""
     from pipeline.scoring.datasets import read_class_folders
     from pipeline.scoring.score import make_classifier
 
@@ -48,9 +53,15 @@ def train_head(
     if Path(out_file).exists() and not overwrite:
         raise OutputError(f"--out {out_file}: already exists; choose another name or pass --overwrite")
     analyzer = analyzer or AnalyzerConfig()
+    spread = distributed_engine(engine, address=ray_address, workers=workers, backend=analyzer.backend)
     split = read_class_folders(data)
     ex = extract_features(
-        [c.path for c in split.clips], analyzer, workers=workers, cache_dir=cache_dir, on_clip=on_clip
+        [c.path for c in split.clips],
+        analyzer,
+        workers=workers or 1,
+        cache_dir=cache_dir,
+        on_clip=on_clip,
+        engine=spread,
     )
     X, y, groups, skipped = _face_rows(split.clips, ex, feature_set)
     folds = _folds(Counter(y[np.unique(groups, return_index=True)[1]]), Path(data))

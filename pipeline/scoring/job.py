@@ -25,10 +25,12 @@ class ScoreJob:
     features: str = "fused"
     classifier: str = "logreg"
     model: Path | None = None
-    workers: int = 1
+    workers: int | None = 1  # None: with engine "ray", one worker per CPU of the cluster
     cache_dir: Path | None = None
     analyzer: AnalyzerConfig = dataclasses.field(default_factory=AnalyzerConfig)
     overwrite: bool = False
+    engine: str = "local"  # pipeline/distributed: "local" (this machine, `workers` processes) or "ray"
+    ray_address: str | None = None
 
 
 @dataclass

@@ -106,7 +106,8 @@ def build_metrics(
             "cached": ex.cached,
             "extracted": ex.extracted,
             "failed": len(ex.failed),
-            "workers": job.workers,
+            "engine": job.engine,
+            "workers": job.workers,  # null: one per CPU of the Ray cluster
             **ex.runtime,
         },
     }

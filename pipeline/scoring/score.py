@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import EmostreamError
+from pipeline.distributed.engine import distributed_engine
 from pipeline.errors import InputError
 from pipeline.frames import EMOTIONS, UNTRACKED
 from pipeline.io.outlock import prepare_out_dir
@@ -131,6 +132,9 @@ def score(job: ScoreJob, on_clip: OnClip | None = None) -> dict:
         job = _job_from_bundle(job, bundle)
         check_model_set(job.model, bundle["model_set"], model_set(job.analyzer))
     _check_job(job)
+    engine = distributed_engine(
+        job.engine, address=job.ray_address, workers=job.workers, backend=job.analyzer.backend
+    )
     train_split = None
     if bundle is None and job.classifier != "zeroshot":
         train_split = read_split(job.dataset, job.protocol, job.train_split)
@@ -140,7 +144,12 @@ def score(job: ScoreJob, on_clip: OnClip | None = None) -> dict:
     out = prepare_out_dir(job.out_dir, job.overwrite, SCORE_OUTPUTS, remove_earlier=False)
     clips = [*(train_split.clips if train_split else ()), *eval_split.clips]
     extracted = extract_features(
-        [c.path for c in clips], job.analyzer, workers=job.workers, cache_dir=job.cache_dir, on_clip=on_clip
+        [c.path for c in clips],
+        job.analyzer,
+        workers=job.workers or 1,
+        cache_dir=job.cache_dir,
+        on_clip=on_clip,
+        engine=engine,
     )
     train = _rows_of(train_split.clips, extracted, job) if train_split else []
     evaluated = _rows_of(eval_split.clips, extracted, job)
@@ -181,7 +190,7 @@ def _check_job(job: ScoreJob) -> None:
         raise EmostreamError(f"unknown feature set {job.features!r}; valid: {', '.join(FEATURE_SETS)}")
     if job.model is None and job.classifier != "zeroshot" and not job.train_split:
         raise EmostreamError(f"classifier {job.classifier!r} needs --train SPLIT (or --model FILE)")
-    if job.workers < 1:
+    if job.workers is not None and job.workers < 1:
         raise EmostreamError(f"--workers must be >= 1, got {job.workers}")
     if job.train_split and _same_split(job.dataset, job.train_split, job.eval_split):
         raise InputError(

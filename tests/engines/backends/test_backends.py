@@ -71,3 +71,17 @@ def test_usable_cpus_follow_the_affinity_mask_not_the_machine():
     finally:
         os.sched_setaffinity(0, before)
     assert usable_cpus() == len(before)
+
+
+def test_usable_cpus_are_capped_by_a_distributed_workers_share(monkeypatch):
+    """A Ray worker with num_cpus=1 sizes its threads for one CPU, not for the whole node."""
+    from engines.backends.base import CPUS_ENV
+
+    monkeypatch.delenv(CPUS_ENV, raising=False)
+    machine = usable_cpus()
+    monkeypatch.setenv(CPUS_ENV, "1")
+    assert usable_cpus() == 1
+    monkeypatch.setenv(CPUS_ENV, "4096")  # a cap above what the process may use changes nothing
+    assert usable_cpus() == machine
+    monkeypatch.setenv(CPUS_ENV, "many")  # not a count: ignored
+    assert usable_cpus() == machine
