@@ -90,8 +90,7 @@ class FaceAnalyzer:
         """Detect (when the schedule says so) or predict, then track: boxes with stable ids for one frame.
         A shot boundary ends every track and makes this frame a full-size detection."""
         if self.shots is not None:
-            with self.timer("shots"):
-                cut = self.shots.update(frame)
+            cut = self._test_cut(frame) if frame.cut is None else self._count_cut(frame.cut)
             if cut:
                 self.tracker.cut()
                 self.schedule.reset()
@@ -107,6 +106,16 @@ class FaceAnalyzer:
         if ended:
             self._ended.append((frame.index, ended))  # a message to whichever thread runs `infer`
         return located
+
+    def _test_cut(self, frame: Frame) -> bool:
+        """The cut test here, for frames whose source did not run it (live, scoring, tests)."""
+        with self.timer("shots"):
+            return self.shots.update(frame)
+
+    def _count_cut(self, cut: bool) -> bool:
+        """A cut the source found (offline: `stages.shots.with_cuts`), counted for summary.json."""
+        self.shots.cuts += int(cut)
+        return cut
 
     def infer(self, frames: list[Frame], batches: list[FaceBatch]) -> list[FaceBatch]:
         """Crop every face of every frame, run the network once, split the outputs back per frame.

@@ -48,6 +48,9 @@ class Frame:
     image_bgr: np.ndarray
     source: SourceInfo | None = None
     captured_at_s: float | None = None  # time.monotonic() when it left the source (live latency)
+    cut: bool | None = None
+    """Whether a shot boundary lies just before this frame, when the reading side already tested it
+    (`pipeline.stages.shots.with_cuts`, on the decode thread); None: not tested, the analyzer tests it."""
 
     def __post_init__(self) -> None:
         img = self.image_bgr

@@ -20,6 +20,7 @@ from pipeline.runtime.runner import RunStats, run_offline
 from pipeline.runtime.signals import signals_deferred
 from pipeline.runtime.threads import encoder_threads, job_threads
 from pipeline.runtime.timing import StageTimer
+from pipeline.stages.shots import with_cuts
 
 EXIT_PARTIAL_INPUT = 3
 """Exit code when the input was only partly readable: what decoded was processed, the rest was lost."""
@@ -186,8 +187,11 @@ def _run(job: OfflineJob, source, out: Path, on_frame, on_start, lent: FaceAnaly
             start_s, end_s = (None, None) if source.info.is_still else (job.start_s, job.end_s)
             if on_start:
                 on_start(expected_frames(source.info, start_s, end_s))
+            frames = trimmed(source, start_s, end_s)
+            if analyzer.shots is not None:  # the cut test runs on the decode thread
+                frames = with_cuts(frames, timer)
             stats = run_offline(
-                trimmed(source, start_s, end_s),
+                frames,
                 analyzer.process,
                 emit,
                 outputs.encode if job.write_video else None,

@@ -12,7 +12,10 @@ appearance (stages/appearance.py) vetoes a track that slides onto another face.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -67,3 +70,19 @@ def tiny_picture(image_bgr: np.ndarray) -> np.ndarray:
     frame), then averaged 4x4 (INTER_AREA), so one moving pixel does not read as a change of scene."""
     samples = cv2.resize(image_bgr, SAMPLES_WH, interpolation=cv2.INTER_NEAREST)
     return cv2.resize(samples, TINY_WH, interpolation=cv2.INTER_AREA)
+
+
+def with_cuts(frames: Iterable[Frame], timer=None) -> Iterator[Frame]:
+    """The frames, each with `cut` set by one ShotDetector, where they are read.
+
+    Offline runs test for cuts on the decode thread: the frame was just written there, and the analyzer's
+    thread, which every frame waits on, is left the tracking alone. `timer` (a StageTimer) gets the time
+    as `shots`; it is also inside the decode thread's own `decode` time.
+    """
+    detector = ShotDetector()
+    for frame in frames:
+        t0 = time.perf_counter()
+        cut = detector.update(frame)
+        if timer is not None:
+            timer.add("shots", time.perf_counter() - t0)
+        yield dataclasses.replace(frame, cut=cut)
