@@ -130,7 +130,9 @@ class FaceAnalyzer:
             return []
         taken = self._take_ended()
         keep = [self.min_face.keep(b) for b in batches]
-        outputs = self._run_net(frames, [b.select(k) for b, k in zip(batches, keep, strict=True)])
+        outputs = self._run_net(
+            frames, [b if k.all() else b.select(k) for b, k in zip(batches, keep, strict=True)]
+        )
         if self.refresh is not None:
             for _, ids in taken:
                 self.refresh.forget(ids)
