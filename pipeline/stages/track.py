@@ -138,7 +138,8 @@ class Tracker:
         """Hand back an inferred batch (rows as `update`/`predict` returned them): its `embedding` rows
         update appearance at the next `update`. Safe from another thread (the live infer thread)."""
         embedding = batch.outputs.get("embedding")
-        if embedding is not None and len(batch) and self.book.window_s > 0:  # appearance off: nothing reads it
+        # appearance off (window 0, e.g. quality mtl): nothing would read it
+        if embedding is not None and len(batch) and self.book.window_s > 0:
             self.book.post(batch.frame_index, embedding)
 
     def cut(self) -> None:
