@@ -87,7 +87,9 @@ def test_signal_during_setup_is_a_clean_exit(media_dir, tmp_path):
     time.sleep(0.5)  # still importing / loading models
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode in (130, 0) and "Traceback" not in stderr, stderr[-2000:]
+    # 130 (handled), 0 (setup ended first) or death by the signal itself, which Python chooses when a
+    # KeyboardInterrupt ends the interpreter during its own start or shutdown: never a traceback
+    assert proc.returncode in (130, 0, -signal.SIGINT) and "Traceback" not in stderr, stderr[-2000:]
 
 
 def test_sigkill_leaves_parseable_jsonl_and_a_playable_prefix(media_dir, tmp_path):
