@@ -8,6 +8,7 @@ another stage's view.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -150,8 +151,16 @@ class FaceBatch:
         return (self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2
 
     def with_outputs(self, **outputs: np.ndarray) -> FaceBatch:
-        """A copy with `outputs` merged in (new keys win)."""
-        return dataclasses.replace(self, outputs={**self.outputs, **outputs})
+        """A copy with `outputs` merged in (new keys win).
+
+        Only the new arrays are checked: every other field was validated when this batch was built and
+        is read-only, and this runs twice a frame (infer, smoothing), where a full re-validation was a
+        measurable share of a light clip's frame."""
+        n = len(self)
+        new = {k: _frozen(_rows(v, n, f"outputs[{k!r}]", None, None)) for k, v in outputs.items()}
+        clone = copy.copy(self)
+        object.__setattr__(clone, "outputs", MappingProxyType({**self.outputs, **new}))
+        return clone
 
     def select(self, index: np.ndarray | slice | list[int]) -> FaceBatch:
         """A copy holding only the rows picked by a boolean mask or an index array."""
@@ -187,7 +196,7 @@ def _track_ids(a, n: int) -> np.ndarray:
     if raw.dtype.kind == "f" and not np.array_equal(raw, ids):
         raise ValueError("FaceBatch.track_ids must be whole numbers")
     tracked = ids[ids != UNTRACKED]
-    if len(np.unique(tracked)) != len(tracked):
+    if len(tracked) > 1 and len(np.unique(tracked)) != len(tracked):
         raise ValueError("FaceBatch.track_ids must not repeat within a frame")
     return ids
 

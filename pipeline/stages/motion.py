@@ -83,6 +83,25 @@ class Track:
         self.time_s, self.score, self.hits, self.active = time_s, score, self.hits + 1, True
 
 
+def predicted_boxes(tracks: list[Track], time_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(K,4) float64 xyxy and (K,5,2) float32 landmarks of `tracks` at `time_s`, all tracks at once.
+
+    The same arithmetic as `Track.box_at` and `Track.landmarks_at` element by element (so the same
+    numbers), in a few array operations instead of a dozen small ones per track: this runs on every frame
+    without detection."""
+    if not tracks:
+        return np.zeros((0, 4)), np.zeros((0, 5, 2), np.float32)
+    state = np.array([t.state for t in tracks])
+    velocity = np.array([t.velocity for t in tracks])
+    dt = np.array([time_s - t.time_s for t in tracks])[:, None]
+    cxcywh = state + velocity * dt
+    half = np.maximum(cxcywh[:, 2:], 1.0) / 2
+    xyxy = np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
+    centre, wh = (xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]
+    rel = np.array([t.landmarks_rel for t in tracks])
+    return xyxy, (centre[:, None] + rel * wh[:, None]).astype(np.float32)
+
+
 def relative_landmarks(xyxy: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     cxcywh = to_cxcywh(xyxy)
     return (np.asarray(landmarks, np.float64) - cxcywh[:2]) / np.maximum(cxcywh[2:], 1.0)

@@ -32,7 +32,15 @@ from pipeline.stages.appearance import (
     Retired,
     unit,
 )
-from pipeline.stages.motion import Track, iou_matrix, match_gated, relative_landmarks, to_cxcywh, to_xyxy
+from pipeline.stages.motion import (
+    Track,
+    iou_matrix,
+    match_gated,
+    predicted_boxes,
+    relative_landmarks,
+    to_cxcywh,
+    to_xyxy,
+)
 
 __all__ = ["Tracker", "iou_matrix"]
 
@@ -117,7 +125,8 @@ class Tracker:
         Consumes no detection and ends no track; boxes wholly outside a known frame are left out.
         """
         live = [t for t in self._tracks if t.track_id != UNTRACKED and t.active]
-        xyxy = np.array([t.box_at(time_s) for t in live], np.float32).reshape(-1, 4)
+        xyxy64, landmarks = predicted_boxes(live, time_s)
+        xyxy = xyxy64.astype(np.float32)
         inside = np.ones(len(live), bool)
         if min(frame_wh) > 0:
             inside = (xyxy[:, 2:] > 0).all(1) & (xyxy[:, :2] < np.asarray(frame_wh)).all(1)
@@ -128,7 +137,7 @@ class Tracker:
             time_s=time_s,
             xyxy=xyxy[inside],
             scores=np.array([t.score for t in live], np.float32),
-            landmarks=np.array([t.landmarks_at(time_s) for t in live], np.float32).reshape(-1, 5, 2),
+            landmarks=landmarks[inside],
             track_ids=np.array([t.track_id for t in live], np.int64),
             frame_wh=frame_wh,
             detected=False,

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,19 @@ def test_select_and_with_outputs_return_new_batches():
     s = b.select(b.track_ids == 4)
     assert s.track_ids.tolist() == [4] and s.outputs["gender"].tolist() == pytest.approx([0.9])
     assert len(b) == 2 and "gender" in b.outputs
+
+
+def test_with_outputs_checks_the_new_arrays_and_leaves_the_original_alone():
+    b = make_batch([[0, 0, 10, 10], [20, 20, 40, 40]], track_ids=[3, 4])
+    with pytest.raises(ValueError, match=r"outputs\['age'\] has 3 rows, boxes have 2"):
+        b.with_outputs(age=np.zeros(3))
+    age = np.array([30.0, 40.0])
+    c = b.with_outputs(age=age)
+    age[0] = 99.0  # the caller's array is copied, the batch's is read-only
+    assert c.outputs["age"].tolist() == [30.0, 40.0] and not c.outputs["age"].flags.writeable
+    assert "age" not in b.outputs and c.xyxy is b.xyxy and c.track_ids.tolist() == [3, 4]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.frame_index = 1
 
 
 def test_frame_rejects_non_bgr():
