@@ -295,8 +295,18 @@ def _run_batch(items, out_root: Path, job: OfflineJob, engine: Engine, progress,
     work = VideoWork(job.analyzer) if local else VideoWork(portable_config(job.analyzer), os.getcwd())
     bars = progress if local else None  # per-frame callbacks stay in this process
     tasks = ((i.path, out_root / i.rel_out, job, *(bars(i) if bars else ())) for i in todo)
+    folders = {i.path: out_root / i.rel_out for i in todo}
     for result in engine.map(work, tasks):
-        record(result)
+        record(finished_this_run(result, folders))
         if result.status == "interrupted":
             break
     return results
+
+
+def finished_this_run(result: InputResult, folders: dict[str, Path]) -> InputResult:
+    """A `skipped` result for an input that was not finished when the run began: an engine retried the
+    unit (a worker died after writing the finished marker), so the marker is this run's own: its row."""
+    if result.status != "skipped" or result.input not in folders:
+        return result
+    marker = _read_marker(folders[result.input] / FINISHED)
+    return result if marker is None else dataclasses.replace(marker, input=result.input)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runtime.batch import BatchInput, expand_inputs, is_batch
+from pipeline.distributed.engine import LocalEngine
+from pipeline.runtime.batch import BatchInput, expand_inputs, is_batch, run_batch
+from pipeline.runtime.offline import OfflineJob
 from tests.pipeline.cli.test_main import emostream
 
 
@@ -78,3 +80,30 @@ def test_globs_lists_and_paths_name_their_inputs(tmp_path):
     assert expand_inputs([one]) == [BatchInput(one, Path("x.mp4"))]
     assert is_batch([str(tmp_path / "d")]) and is_batch(["a.mp4", "b.mp4"]) and is_batch(["*.mp4"])
     assert not is_batch([str(tmp_path / "d" / "x.mp4")])
+
+
+class _RetryingEngine(LocalEngine):
+    """Runs every unit twice and yields the second result: what Ray does when a worker dies after the
+    unit wrote its finished marker but before its result reached the driver."""
+
+    def map(self, work, tasks):
+        state = work.setup()
+        try:
+            for task in tasks:
+                work.run(state, *task)
+                yield work.run(state, *task)
+        finally:
+            work.close(state)
+
+
+def test_a_unit_retried_after_it_finished_reads_as_done_not_skipped(media_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    os.symlink(media_dir / "pyfeat_happy_f15.jpg", src / "a.jpg")
+    out = tmp_path / "out"
+    job = OfflineJob(input="", out_dir=out, write_video=False)
+    (result,) = run_batch(expand_inputs([str(src)]), out, job, engine=_RetryingEngine())
+    assert result.status == "done" and result.faces == 1 and result.seconds > 0
+    assert _index(out)[str(src / "a.jpg")]["status"] == "done"
+    (again,) = run_batch(expand_inputs([str(src)]), out, job, engine=_RetryingEngine())
+    assert again.status == "skipped"  # finished before this run began: skipped, as always
