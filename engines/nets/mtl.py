@@ -49,7 +49,7 @@ AGE_MAX = 100
 AGE_BINS = AGE_MAX + 1
 EMBED_DIM = 128
 WIDTHS = (16, 32, 64, 128, 256)
-DEPTHS = (1, 1, 2, 2, 1)
+DEPTHS = (1, 2, 2, 2, 1)
 OUTPUT_NAMES = ("emotion_logits", "gender_logit", "age_logits", "embedding")
 
 

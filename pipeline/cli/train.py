@@ -13,7 +13,7 @@ def add_train_parsers(sub) -> None:
     train = sub.add_parser("train", help="train the multi-task face net on FER+ and UTKFace (resumable)")
     train.add_argument("data", type=Path, help="folder holding ferplus/ and utkface/ (their release layouts)")
     train.add_argument("--out", required=True, type=Path, help="run folder: metrics.csv, last.pt, final.pt")
-    train.add_argument("--epochs", type=int, default=24, help="(default: 24, the release run)")
+    train.add_argument("--epochs", type=int, default=32, help="(default: 32, the release run)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on 2 cores)")
