@@ -27,6 +27,7 @@ from engines.nets.mtl import DEPTHS, WIDTHS, MTLNet
 from engines.training.augment import AugmentConfig, make_batch
 from engines.training.data import TrainData, load_data
 from engines.training.evaluate import evaluate
+from engines.training.jigsaw import JigsawTask
 from engines.training.losses import multitask_loss
 from engines.training.paths import datasets_dir
 
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--utk-per-epoch", type=float, default=0.6, help="fraction of UTK train used per epoch")
     ap.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS))
     ap.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
+    ap.add_argument(
+        "--jigsaw", type=float, default=0.0, help="weight of the self-supervised jigsaw task (0: off)"
+    )
     ap.add_argument("--limit", type=int, default=None, help="cap every set to N faces (smoke tests)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop each epoch after N steps (smoke tests)")
     return ap.parse_args(argv)
@@ -78,8 +82,10 @@ def make_schedule(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch.
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def train_step(model, opt, sched, data: TrainData, ids: np.ndarray, aug: AugmentConfig, gen) -> dict:
-    """One optimizer step on a mixed batch; returns the loss parts."""
+def train_step(
+    model, opt, sched, data: TrainData, ids: np.ndarray, aug: AugmentConfig, gen, aux=None
+) -> dict:
+    """One optimizer step on a mixed batch; returns the loss parts (with `aux`, its puzzle's too)."""
     n_fer = len(data.fer_train.images)
     f, u = torch.from_numpy(ids[ids < n_fer]), torch.from_numpy(ids[ids >= n_fer] - n_fer)
     xs = [
@@ -88,8 +94,12 @@ def train_step(model, opt, sched, data: TrainData, ids: np.ndarray, aug: Augment
         if len(i)
     ]
     model.train()
-    out = model(torch.cat(xs))
+    x = torch.cat(xs)
+    out = model(x)
     loss, parts = multitask_loss(out, len(f), data.fer_soft[f], data.utk_train_age[u], data.utk_train_man[u])
+    if aux is not None:
+        puzzle = aux.loss(model, x, gen)
+        loss, parts = loss + aux.weight * puzzle, {**parts, "jigsaw": float(puzzle.detach())}
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -115,22 +125,27 @@ def append_metrics(path: Path, row: dict) -> None:
 
 
 def build(args: argparse.Namespace, data: TrainData):
-    """Model, optimizer (SGD Nesterov, no decay on BN/bias) and per-step schedule."""
+    """Model, optimizer (SGD Nesterov, no decay on BN/bias), per-step schedule, and the jigsaw task
+    (None unless --jigsaw)."""
     torch.manual_seed(args.seed)
     model = MTLNet(tuple(args.widths), tuple(args.depths))
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    aux = JigsawTask(model.config["embed_dim"], args.jigsaw) if args.jigsaw > 0 else None
+    params = [*model.parameters(), *(aux.parameters() if aux else ())]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
     spe = steps_per_epoch(data, args)
     sched = make_schedule(opt, spe * args.epochs, warmup=min(spe, 500))
-    return model, opt, sched
+    return model, opt, sched, aux
 
 
-def resume(path: Path, model, opt, sched, gen: torch.Generator) -> int:
+def resume(path: Path, model, opt, sched, gen: torch.Generator, aux: JigsawTask | None = None) -> int:
     """Restore everything from `path`; returns the number of finished epochs."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
+    if aux is not None:
+        aux.load_state_dict(ck["aux"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
     gen.set_state(ck["rng"]["aug"])
@@ -144,7 +159,7 @@ def saved_split(out: Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar) -> dict[str, float]:
+def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar, aux=None) -> dict[str, float]:
     """Train one epoch; returns mean loss parts."""
     order = epoch_order(
         len(data.fer_train.images), len(data.utk_train.images), epoch, args.seed, args.utk_per_epoch
@@ -153,7 +168,8 @@ def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar) -> dict[str, 
     aug = AugmentConfig()
     n = steps_per_epoch(data, args)
     for s in range(n):
-        parts = train_step(model, opt, sched, data, order[s * args.batch : (s + 1) * args.batch], aug, gen)
+        ids = order[s * args.batch : (s + 1) * args.batch]
+        parts = train_step(model, opt, sched, data, ids, aug, gen, aux)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.update(1)
@@ -171,9 +187,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     last = args.out / "last.pt"
     data = load_data(root, args.limit, saved_split(args.out) if args.resume else None, split_seed=args.seed)
     (args.out / "split.json").write_text(json.dumps(data.utk_split))
-    model, opt, sched = build(args, data)
+    model, opt, sched, aux = build(args, data)
     gen = torch.Generator().manual_seed(args.seed)
-    start = resume(last, model, opt, sched, gen) if args.resume and last.exists() else 0
+    start = resume(last, model, opt, sched, gen, aux) if args.resume and last.exists() else 0
     if not args.resume and (args.out / "metrics.csv").exists():
         (args.out / "metrics.csv").unlink()
     spe = steps_per_epoch(data, args)
@@ -187,7 +203,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     for epoch in range(start, args.epochs):
         t0 = time.time()
         bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
-        losses = run_epoch(model, opt, sched, data, args, epoch, gen, bar)
+        losses = run_epoch(model, opt, sched, data, args, epoch, gen, bar, aux)
         t1 = time.time()
         metrics = evaluate(model, data)
         row = {"epoch": epoch + 1, **losses, **metrics, "train_s": t1 - t0, "eval_s": time.time() - t1}
@@ -196,7 +212,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         )
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "epoch": epoch + 1, "rng": {"aug": gen.get_state(), "torch": torch.get_rng_state()},
-                 "config": model.config, "args": vars(args), "utk_split": data.utk_split}  # fmt: skip
+                 "config": model.config, "args": vars(args), "utk_split": data.utk_split,
+                 "aux": aux.state_dict() if aux else None}  # fmt: skip
         save_checkpoint(last, state)
         tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
     bar.close()

@@ -32,7 +32,7 @@ def one_torch_thread():
 def test_loss_falls_on_real_faces(small_data):
     torch.manual_seed(0)
     args = train.parse_args(["--out", "unused", "--batch", "64", "--lr", "0.02"])
-    model, opt, sched = train.build(args, small_data)
+    model, opt, sched, _ = train.build(args, small_data)
     sched.base_lrs = [0.02, 0.02]
     sched.lr_lambdas = [lambda _: 1.0] * 2
     gen = torch.Generator().manual_seed(0)
