@@ -179,6 +179,8 @@ def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar, aux=None) -> 
 
 def train(args: argparse.Namespace) -> dict[str, float]:
     """The whole run (resumable); returns the last validation metrics."""
+    if args.jigsaw < 0:
+        raise EmostreamError(f"--jigsaw is a loss weight, >= 0 (0: off), got {args.jigsaw}")
     root = datasets_dir(args.data)
     if root is None:
         raise EmostreamError("no datasets folder: pass --data or set EMOSTREAM_SHARED_DIR")

@@ -20,6 +20,13 @@ def add_train_parsers(sub) -> None:
     train.add_argument(
         "--utk-per-epoch", type=float, default=0.6, help="UTKFace share per epoch (default 0.6)"
     )
+    train.add_argument(
+        "--jigsaw",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="also train a self-supervised jigsaw task with loss weight W (default 0: off, the release run)",
+    )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="accuracy of the per-face net on FER+, FER2013 or UTKFace")
@@ -51,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     argv = ["--data", str(args.data), "--out", str(args.out), "--epochs", str(args.epochs)]
     argv += ["--seed", str(args.seed), "--threads", str(args.threads)]
-    argv += ["--utk-per-epoch", str(args.utk_per_epoch)]
+    argv += ["--utk-per-epoch", str(args.utk_per_epoch), "--jigsaw", str(args.jigsaw)]
     try:
         train(parse_args([*argv, "--resume"] if args.resume else argv))
     except KeyboardInterrupt:
