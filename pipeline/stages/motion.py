@@ -57,15 +57,6 @@ class Track:
         side = float(max(self.state[2:]))
         return Retired(self.track_id, self.appearance, self.time_s, self.state[:2].copy(), side, shot)
 
-    def box_at(self, time_s: float) -> np.ndarray:
-        """Predicted xyxy at `time_s` (constant velocity from the last detection)."""
-        return to_xyxy(self.state + self.velocity * (time_s - self.time_s))
-
-    def landmarks_at(self, time_s: float) -> np.ndarray:
-        """Landmarks moved and scaled with the predicted box."""
-        cxcywh = to_cxcywh(self.box_at(time_s))
-        return (cxcywh[:2] + self.landmarks_rel * cxcywh[2:]).astype(np.float32)
-
     def correct(self, xyxy: np.ndarray, landmarks: np.ndarray, score: float, time_s: float, gains) -> None:
         """Alpha-beta update with a detection; the second detection sets the velocity directly."""
         z, dt = to_cxcywh(xyxy), time_s - self.time_s
@@ -83,20 +74,24 @@ class Track:
         self.time_s, self.score, self.hits, self.active = time_s, score, self.hits + 1, True
 
 
-def predicted_boxes(tracks: list[Track], time_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(K,4) float64 xyxy and (K,5,2) float32 landmarks of `tracks` at `time_s`, all tracks at once.
-
-    The same arithmetic as `Track.box_at` and `Track.landmarks_at` element by element (so the same
-    numbers), in a few array operations instead of a dozen small ones per track: this runs on every frame
-    without detection."""
+def predicted_xyxy(tracks: list[Track], time_s: float) -> np.ndarray:
+    """(K,4) float64 xyxy of `tracks` at `time_s`: constant velocity from each one's last detection, sides
+    at least 1 px (`to_xyxy`), all tracks in a few array operations (this runs on every frame)."""
     if not tracks:
-        return np.zeros((0, 4)), np.zeros((0, 5, 2), np.float32)
+        return np.zeros((0, 4))
     state = np.array([t.state for t in tracks])
     velocity = np.array([t.velocity for t in tracks])
     dt = np.array([time_s - t.time_s for t in tracks])[:, None]
     cxcywh = state + velocity * dt
     half = np.maximum(cxcywh[:, 2:], 1.0) / 2
-    xyxy = np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
+    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
+
+
+def predicted_boxes(tracks: list[Track], time_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """`predicted_xyxy` and the (K,5,2) float32 landmarks moved and scaled with each predicted box."""
+    xyxy = predicted_xyxy(tracks, time_s)
+    if not tracks:
+        return xyxy, np.zeros((0, 5, 2), np.float32)
     centre, wh = (xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]
     rel = np.array([t.landmarks_rel for t in tracks])
     return xyxy, (centre[:, None] + rel * wh[:, None]).astype(np.float32)
@@ -112,8 +107,7 @@ def match_gated(tracks: list[Track], boxes: np.ndarray, det_index: np.ndarray, t
     tracks, unmatched rows). Gating first makes the most feasible pairs win, then the highest IoU."""
     if not tracks or not len(det_index):
         return [], tracks, det_index
-    predicted = np.stack([t.box_at(time_s) for t in tracks])
-    iou = iou_matrix(predicted, boxes[det_index])
+    iou = iou_matrix(predicted_xyxy(tracks, time_s), boxes[det_index])
     cost = np.where(iou >= iou_min, 1.0 - iou, GATED)
     rows, cols = linear_sum_assignment(cost)
     ok = cost[rows, cols] < GATED
