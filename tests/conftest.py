@@ -66,3 +66,11 @@ def datasets() -> Path:
     if not (root / "ferplus" / "FER2013Train" / "label.csv").is_file() or not (root / "utkface").is_dir():
         pytest.skip(f"labelled datasets not found at {root} (set EMOSTREAM_SHARED_DIR to the shared folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def small_data(datasets):
+    """A few hundred real faces of each set (uncached reads), with the fixed-seed UTK split."""
+    from engines.training.data import load_data
+
+    return load_data(datasets, limit=160)

@@ -1,5 +1,8 @@
 """Batched torch augmentation and window sampling for gray faces (or BGR ones) of any stored size.
 
+Images may live on a GPU; every random draw is made on the CPU generator `gen` and moved, so a run's
+random stream is the same whatever the device.
+
 Each source stores whole images in which the pipeline's face square has a measured place (`FaceFrame`).
 One `affine_grid` + `grid_sample` per sub-batch cuts the net's
 window (`WINDOW_SCALE` x the face square, `INPUT_SIZE` px) with random flip, scale, rotation and shift,
@@ -78,7 +81,7 @@ def sample_windows(
     """uint8 (n, H, W) gray or (n, H, W, C) whole images -> float (n, 1 or C, INPUT_SIZE, INPUT_SIZE)
     windows on the [0, 1] scale."""
     x = (images.float().unsqueeze(1) if images.ndim == 3 else images.float().permute(0, 3, 1, 2)) / 255.0
-    theta = _theta(len(images), base, cfg, gen or torch.default_generator)
+    theta = _theta(len(images), base, cfg, gen or torch.default_generator).to(x.device)
     grid = F.affine_grid(theta, [len(images), 1, INPUT_SIZE, INPUT_SIZE], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -87,8 +90,8 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> to
     """Brightness / contrast jitter on [0, 1] windows (one draw per window, all channels alike), clamped back
     to [0, 1]."""
     n = len(x)
-    c = 1 + cfg.contrast * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
-    b = cfg.brightness * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
+    c = (1 + cfg.contrast * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)).to(x.device)
+    b = (cfg.brightness * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)).to(x.device)
     m = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - m) * c + m + b).clamp(0, 1)
 
@@ -96,8 +99,9 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> to
 def random_gray(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """BGR [0, 1] windows: each turned gray with probability `p` (the pipeline's BGR->gray weights,
     repeated on the 3 channels), so a colour trunk also learns the 3-equal-channel faces FER+ would give."""
-    gray = (x * torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
-    pick = (torch.rand(len(x), generator=gen) < p).view(-1, 1, 1, 1)
+    weights = torch.tensor(GRAY_WEIGHTS, device=x.device).view(1, 3, 1, 1)
+    gray = (x * weights).sum(1, keepdim=True).expand_as(x)
+    pick = (torch.rand(len(x), generator=gen) < p).view(-1, 1, 1, 1).to(x.device)
     return torch.where(pick, gray, x)
 
 
@@ -116,7 +120,7 @@ def random_erase(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
     inside = (ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1))
     inside = inside & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1))
     mask = inside & (r[:, 4] < cfg.erase_p).view(n, 1, 1)
-    return x.masked_fill(mask.unsqueeze(1), 0.0)
+    return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.0)
 
 
 def make_batch(

@@ -17,17 +17,20 @@ CONTEMPT = EMOTIONS.index("contempt")
 def predict(model: MTLNet, src: Source, flip: bool = True, batch: int = 512) -> dict[str, np.ndarray]:
     """Emotion probabilities, P(man), age (years) and embeddings of the centred windows (flip-averaged)."""
     model.eval()
+    device = next(model.parameters()).device
     outs: dict[str, list[np.ndarray]] = {"emotion": [], "p_man": [], "age": [], "embedding": []}
     for s in range(0, len(src.images), batch):
-        x = make_batch(src.images[s : s + batch], src.base, None)
+        x = make_batch(src.images[s : s + batch].to(device), src.base, None)
         views = [x, x.flip(3)] if flip else [x]
         res = [model(v) for v in views]
-        outs["emotion"].append(
-            torch.stack([torch.softmax(r["emotion_logits"], 1) for r in res]).mean(0).numpy()
-        )
-        outs["p_man"].append(torch.stack([torch.sigmoid(r["gender_logit"]) for r in res]).mean(0).numpy())
-        outs["age"].append(torch.stack([decode_age(r["age_logits"]) for r in res]).mean(0).numpy())
-        outs["embedding"].append(res[0]["embedding"].numpy())
+        views_mean = {
+            "emotion": [torch.softmax(r["emotion_logits"], 1) for r in res],
+            "p_man": [torch.sigmoid(r["gender_logit"]) for r in res],
+            "age": [decode_age(r["age_logits"]) for r in res],
+        }
+        for k, v in views_mean.items():
+            outs[k].append(torch.stack(v).mean(0).cpu().numpy())
+        outs["embedding"].append(res[0]["embedding"].cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 

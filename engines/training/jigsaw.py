@@ -58,6 +58,6 @@ class JigsawTask(nn.Module):
     def loss(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Cross-entropy of the order classes on the first FRACTION of `x`'s rows, shuffled."""
         m = max(1, int(len(x) * FRACTION))
-        labels = torch.randint(N_PERMUTATIONS, (m,), generator=gen)
+        labels = torch.randint(N_PERMUTATIONS, (m,), generator=gen).to(x.device)
         shuffled = shuffle_tiles(x[:m], self.orders[labels])
         return F.cross_entropy(self.head(model.neck(model.trunk(shuffled))), labels)

@@ -22,7 +22,7 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 def age_distribution(ages: torch.Tensor, sigma: float = AGE_SIGMA) -> torch.Tensor:
     """(n, AGE_BINS) normalised Gaussians centred on each (clipped) age."""
-    bins = torch.arange(AGE_BINS, dtype=torch.float32)
+    bins = torch.arange(AGE_BINS, dtype=torch.float32, device=ages.device)
     d = torch.exp(-0.5 * ((bins[None] - ages.clamp(0, AGE_BINS - 1)[:, None]) / sigma) ** 2)
     return d / d.sum(1, keepdim=True)
 

@@ -1,6 +1,8 @@
 """Train the multi-task net on FER+ (emotion) and UTKFace (age, gender) with mixed, label-masked batches.
 
 ``python -m engines.training.train --data D --out DIR [--epochs N] [--resume] [--seed S] [--threads T]``
+(``--packs P`` instead of ``--data``: transport packs, engines/training/packs.py; ``--device cuda``: train
+on a GPU, same random stream; ``--teacher RUN/final.pt``: distil a trained net, engines/training/distill.py)
 
 Every epoch ends with a validation row in ``DIR/metrics.csv`` and a checkpoint ``DIR/last.pt`` (model,
 optimizer, scheduler, epoch, RNG state, UTK split), so ``--resume`` continues after Ctrl-C or a kill
@@ -26,9 +28,11 @@ from engines.errors import EmostreamError
 from engines.nets.mtl import DEPTHS, WIDTHS, MTLNet
 from engines.training.augment import AugmentConfig, make_batch
 from engines.training.data import TrainData, load_data
+from engines.training.distill import Distiller, load_teacher
 from engines.training.evaluate import evaluate
 from engines.training.jigsaw import JigsawTask
 from engines.training.losses import multitask_loss
+from engines.training.packs import read_packs
 from engines.training.paths import datasets_dir
 
 
@@ -38,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--data", type=Path, default=None, help="datasets folder (default $EMOSTREAM_SHARED_DIR/datasets)"
     )
+    ap.add_argument("--packs", type=Path, default=None, help="read transport packs instead of --data")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--epochs", type=int, default=32)
     ap.add_argument("--resume", action="store_true")
@@ -52,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--jigsaw", type=float, default=0.0, help="weight of the self-supervised jigsaw task (0: off)"
     )
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
+    ap.add_argument("--teacher", type=Path, default=None, help="distil this trained net (a final.pt)")
+    ap.add_argument("--kd", type=float, default=1.0, help="weight of the distillation loss (with --teacher)")
+    ap.add_argument("--kd-temp", type=float, default=2.0, help="temperature of the emotion distillation")
     ap.add_argument("--limit", type=int, default=None, help="cap every set to N faces (smoke tests)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop each epoch after N steps (smoke tests)")
     return ap.parse_args(argv)
@@ -83,23 +92,29 @@ def make_schedule(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch.
 
 
 def train_step(
-    model, opt, sched, data: TrainData, ids: np.ndarray, aug: AugmentConfig, gen, aux=None
+    model, opt, sched, data: TrainData, ids: np.ndarray, aug: AugmentConfig, gen, aux=None, teacher=None
 ) -> dict:
-    """One optimizer step on a mixed batch; returns the loss parts (with `aux`, its puzzle's too)."""
+    """One optimizer step on a mixed batch; returns the loss parts (with `aux`, its puzzle's too; with
+    `teacher`, a `Distiller`, the distillation's)."""
     n_fer = len(data.fer_train.images)
     f, u = torch.from_numpy(ids[ids < n_fer]), torch.from_numpy(ids[ids >= n_fer] - n_fer)
+    dev = next(model.parameters()).device
     xs = [
-        make_batch(s.images[i], s.base, aug, gen)
+        make_batch(s.images[i].to(dev), s.base, aug, gen)
         for s, i in ((data.fer_train, f), (data.utk_train, u))
         if len(i)
     ]
     model.train()
     x = torch.cat(xs)
     out = model(x)
-    loss, parts = multitask_loss(out, len(f), data.fer_soft[f], data.utk_train_age[u], data.utk_train_man[u])
+    targets = (data.fer_soft[f], data.utk_train_age[u], data.utk_train_man[u])
+    loss, parts = multitask_loss(out, len(f), *(t.to(dev) for t in targets))
     if aux is not None:
         puzzle = aux.loss(model, x, gen)
         loss, parts = loss + aux.weight * puzzle, {**parts, "jigsaw": float(puzzle.detach())}
+    if teacher is not None:
+        kd, kd_parts = teacher.loss(out, x, len(f))
+        loss, parts = loss + kd, {**parts, **kd_parts}
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -128,8 +143,8 @@ def build(args: argparse.Namespace, data: TrainData):
     """Model, optimizer (SGD Nesterov, no decay on BN/bias), per-step schedule, and the jigsaw task
     (None unless --jigsaw)."""
     torch.manual_seed(args.seed)
-    model = MTLNet(tuple(args.widths), tuple(args.depths))
-    aux = JigsawTask(model.config["embed_dim"], args.jigsaw) if args.jigsaw > 0 else None
+    model = MTLNet(tuple(args.widths), tuple(args.depths)).to(args.device)
+    aux = JigsawTask(model.config["embed_dim"], args.jigsaw).to(args.device) if args.jigsaw > 0 else None
     params = [*model.parameters(), *(aux.parameters() if aux else ())]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -159,7 +174,9 @@ def saved_split(out: Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar, aux=None) -> dict[str, float]:
+def run_epoch(
+    model, opt, sched, data, args, epoch: int, gen, bar, aux=None, teacher=None
+) -> dict[str, float]:
     """Train one epoch; returns mean loss parts."""
     order = epoch_order(
         len(data.fer_train.images), len(data.utk_train.images), epoch, args.seed, args.utk_per_epoch
@@ -169,7 +186,7 @@ def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar, aux=None) -> 
     n = steps_per_epoch(data, args)
     for s in range(n):
         ids = order[s * args.batch : (s + 1) * args.batch]
-        parts = train_step(model, opt, sched, data, ids, aug, gen, aux)
+        parts = train_step(model, opt, sched, data, ids, aug, gen, aux, teacher)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.update(1)
@@ -177,19 +194,40 @@ def run_epoch(model, opt, sched, data, args, epoch: int, gen, bar, aux=None) -> 
     return {k: v / n for k, v in sums.items()}
 
 
+def check_device(device: str) -> None:
+    """A one-line error for a device torch does not know or this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise EmostreamError(f"--device {device}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EmostreamError(f"--device {device}: this torch sees no CUDA device")
+
+
+def read_data(args: argparse.Namespace) -> TrainData:
+    """The training data from --packs, else from the dataset folders (--data or EMOSTREAM_SHARED_DIR)."""
+    if args.packs is not None:
+        return read_packs(args.packs)
+    root = datasets_dir(args.data)
+    if root is None:
+        raise EmostreamError("no datasets folder: pass --data or set EMOSTREAM_SHARED_DIR")
+    return load_data(root, args.limit, saved_split(args.out) if args.resume else None, split_seed=args.seed)
+
+
 def train(args: argparse.Namespace) -> dict[str, float]:
     """The whole run (resumable); returns the last validation metrics."""
     if args.jigsaw < 0:
         raise EmostreamError(f"--jigsaw is a loss weight, >= 0 (0: off), got {args.jigsaw}")
-    root = datasets_dir(args.data)
-    if root is None:
-        raise EmostreamError("no datasets folder: pass --data or set EMOSTREAM_SHARED_DIR")
+    check_device(args.device)
     torch.set_num_threads(args.threads)
+    data = read_data(args)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
-    data = load_data(root, args.limit, saved_split(args.out) if args.resume else None, split_seed=args.seed)
     (args.out / "split.json").write_text(json.dumps(data.utk_split))
     model, opt, sched, aux = build(args, data)
+    teacher = None
+    if args.teacher is not None:
+        teacher = Distiller(load_teacher(args.teacher, args.device), args.kd, args.kd_temp)
     gen = torch.Generator().manual_seed(args.seed)
     start = resume(last, model, opt, sched, gen, aux) if args.resume and last.exists() else 0
     if not args.resume and (args.out / "metrics.csv").exists():
@@ -205,7 +243,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     for epoch in range(start, args.epochs):
         t0 = time.time()
         bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
-        losses = run_epoch(model, opt, sched, data, args, epoch, gen, bar, aux)
+        losses = run_epoch(model, opt, sched, data, args, epoch, gen, bar, aux, teacher)
         t1 = time.time()
         metrics = evaluate(model, data)
         row = {"epoch": epoch + 1, **losses, **metrics, "train_s": t1 - t0, "eval_s": time.time() - t1}
@@ -220,7 +258,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
     bar.close()
     final = {
-        "state_dict": model.state_dict(),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "config": model.config,
         "utk_split": data.utk_split,
         "metrics": metrics,
