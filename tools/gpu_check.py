@@ -369,6 +369,13 @@ def preflight(log: Path | None, repo: Path = REPO) -> int:
             err=True,
         )
         return EXIT_REFUSED
+    stale = [name for name in TEST_MODELS if not (repo / ".gpu" / "models" / name).is_file()]
+    if stale:
+        say(
+            f"warning: .gpu lacks test models ({', '.join(stale)}), so the engine tests that read them will "
+            "fail: it was prepared before they were listed; run prepare again before the next device call",
+            log,
+        )
     return 0
 
 

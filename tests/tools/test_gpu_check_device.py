@@ -89,6 +89,20 @@ def test_preflight_names_the_carried_files_it_lacks(tmp_path, monkeypatch, capsy
     assert (tmp_path / "log").read_text().splitlines() == ["gpu_check: CUDA device 0: a GPU", err]
 
 
+def test_preflight_warns_of_a_stale_carried_folder_and_still_measures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gc, "cuda_status", lambda: (True, "CUDA device 0: a GPU"))
+    needed = [f".gpu/models/{m}" for m in gc.RUN_MODELS] + [f".gpu/media/{c}" for c in gc.CLIPS.values()]
+    for rel in needed:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "av-1.0-x.whl").write_bytes(b"x")
+    assert gc.preflight(tmp_path / "log", repo=tmp_path) == 0
+    warning = capsys.readouterr().out.strip().splitlines()[-1]
+    assert warning.startswith(f"gpu_check: warning: .gpu lacks test models ({gc.TEST_MODELS[0]}, ")
+    assert "run prepare again" in warning
+
+
 def _records(work: Path) -> list[dict]:
     return [json.loads(line) for line in (work / "steps.jsonl").read_text().splitlines()]
 

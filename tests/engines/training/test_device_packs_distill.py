@@ -147,4 +147,7 @@ def test_one_training_step_on_cuda_matches_cpu():
     for net, xx in ((cpu, x), (gpu, x.cuda())):
         net(xx)["emotion_logits"].logsumexp(1).mean().backward()
     for (name, a), b in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
+        if a.grad is None:  # the gender and age heads play no part in this loss
+            assert b.grad is None, name
+            continue
         torch.testing.assert_close(b.grad.cpu(), a.grad, atol=1e-3, rtol=1e-2, msg=name)
