@@ -12,7 +12,7 @@ from engines.errors import ModelStoreError
 FER2013_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 emotion names in the models' output order."""
 
-MTL_SHA256 = "64381f3a3b4f7688dc29e571d8a5ea3521835095f5243e1d8eaae58efefb370b"
+MTL_SHA256 = "e2294e7494edd1c76012a5877eaadc69f9c2864d7ccf50ce4d16c14f83c6ea91"
 """sha256 of the bundled multi-task weights (engines/weights/emostream_mtl_v1.pt, made by
 tools/release_mtl.py from a training run's final.pt)."""
 

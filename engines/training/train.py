@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--packs", type=Path, default=None, help="read transport packs instead of --data")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--epochs", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=96)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

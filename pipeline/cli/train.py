@@ -13,8 +13,12 @@ def add_train_parsers(sub) -> None:
     train = sub.add_parser("train", help="train the multi-task face net on FER+ and UTKFace (resumable)")
     train.add_argument("data", type=Path, help="folder holding ferplus/ and utkface/ (their release layouts)")
     train.add_argument("--out", required=True, type=Path, help="run folder: metrics.csv, last.pt, final.pt")
-    train.add_argument("--epochs", type=int, default=32, help="(default: 32, the release run)")
+    train.add_argument("--epochs", type=int, default=96, help="(default: 96, the release run)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
+    train.add_argument(
+        "--device", default="cpu", help="torch device: cpu (default) or cuda[:N]; same random stream on each"
+    )
+    train.add_argument("--teacher", type=Path, help="distil this trained net (a run's final.pt) into the new")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on 2 cores)")
     train.add_argument(
@@ -59,6 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     argv = ["--data", str(args.data), "--out", str(args.out), "--epochs", str(args.epochs)]
     argv += ["--seed", str(args.seed), "--threads", str(args.threads)]
     argv += ["--utk-per-epoch", str(args.utk_per_epoch), "--jigsaw", str(args.jigsaw)]
+    argv += ["--device", args.device]
+    argv += ["--teacher", str(args.teacher)] if args.teacher else []
     try:
         train(parse_args([*argv, "--resume"] if args.resume else argv))
     except KeyboardInterrupt:
