@@ -63,6 +63,7 @@ def test_run_on_a_photo_then_refuses_to_mix_runs(media_dir, tmp_path):
         (["bench", "--batches", "eight"], "--batches"),
         (["train", "no_such_folder", "--out", "run", "--epochs", "1"], "FER+ folder not found"),
         (["train", "no_such_folder", "--out", "run", "--jigsaw", "-1"], "--jigsaw is a loss weight"),
+        (["train", "no_such_folder", "--out", "run", "--device", "tpu9"], "--device tpu9"),
     ],
 )
 def test_usage_errors(tmp_path, args, fragment):
