@@ -122,13 +122,14 @@ def command(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str]
 
 
 def _start(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str]) -> subprocess.Popen:
+    """Launch one run, its output into its folder's train.log (the child keeps the file open)."""
     (runs_dir / run.name).mkdir(parents=True, exist_ok=True)
-    log = (runs_dir / run.name / "train.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     cmd = command(run, runs_dir, packs, device, extra)
-    log.write(" ".join(cmd) + "\n")
-    log.flush()
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    with (runs_dir / run.name / "train.log").open("w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
 def sweep(runs_dir: Path, packs: Path, budget_s: float, device: str, extra: list[str], runs=SWEEP) -> dict:
