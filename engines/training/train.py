@@ -220,14 +220,14 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         raise EmostreamError(f"--jigsaw is a loss weight, >= 0 (0: off), got {args.jigsaw}")
     check_device(args.device)
     torch.set_num_threads(args.threads)
+    teacher = None
+    if args.teacher is not None:  # before the data, so a bad path fails at once
+        teacher = Distiller(load_teacher(args.teacher, args.device), args.kd, args.kd_temp)
     data = read_data(args)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
     (args.out / "split.json").write_text(json.dumps(data.utk_split))
     model, opt, sched, aux = build(args, data)
-    teacher = None
-    if args.teacher is not None:
-        teacher = Distiller(load_teacher(args.teacher, args.device), args.kd, args.kd_temp)
     gen = torch.Generator().manual_seed(args.seed)
     start = resume(last, model, opt, sched, gen, aux) if args.resume and last.exists() else 0
     if not args.resume and (args.out / "metrics.csv").exists():
