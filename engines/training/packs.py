@@ -10,7 +10,6 @@ stay outside the repository (git-ignored folders), and are never committed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,15 +18,11 @@ import numpy as np
 import torch
 
 from engines.errors import EmostreamError
+from engines.store.hashes import sha256_file
 from engines.training.data import FER_BASE, UTK_BASE, Source, TrainData
 
 SETS = {"fer_train": FER_BASE, "fer_val": FER_BASE, "utk_val": UTK_BASE, "utk_train": UTK_BASE}
 LABELS = ("fer_soft", "fer_val_labels", "utk_train_age", "utk_train_man", "utk_val_age", "utk_val_man")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def encode_images(images: np.ndarray) -> list[bytes]:
@@ -84,7 +79,7 @@ def write_packs(data: TrainData, folder: Path, max_bytes: int = 24 << 20) -> dic
     np.savez_compressed(folder / "labels.npz", **labels, **split)
     files.append({"file": "labels.npz", "set": "labels", "bytes": (folder / "labels.npz").stat().st_size})
     for f in files:
-        f["sha256"] = sha256_of(folder / f["file"])
+        f["sha256"] = sha256_file(folder / f["file"])
     manifest = {"format": 1, "files": files}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -95,7 +90,7 @@ def _checked(folder: Path, manifest: dict) -> None:
     missing = [f["file"] for f in manifest["files"] if not (folder / f["file"]).is_file()]
     if missing:
         raise EmostreamError(f"packs in {folder}: missing {', '.join(missing)}")
-    bad = [f["file"] for f in manifest["files"] if sha256_of(folder / f["file"]) != f["sha256"]]
+    bad = [f["file"] for f in manifest["files"] if sha256_file(folder / f["file"]) != f["sha256"]]
     if bad:
         raise EmostreamError(f"packs in {folder}: damaged (sha256 differs) {', '.join(bad)}")
 
