@@ -18,7 +18,7 @@ def add_train_parsers(sub) -> None:
     train.add_argument(
         "--device", default="cpu", help="torch device: cpu (default) or cuda[:N]; same random stream on each"
     )
-    train.add_argument("--teacher", type=Path, help="distil this trained net (a run's final.pt) into the new")
+    train.add_argument("--teacher", type=Path, metavar="PT", help="distil a trained net (a run's final.pt)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on 2 cores)")
     train.add_argument(
