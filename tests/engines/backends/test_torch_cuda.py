@@ -94,6 +94,15 @@ def test_torch_on_cpu_equals_onnxruntime_on_real_faces(net, crops):
         np.testing.assert_allclose(got[name], want[name], atol=1e-4, rtol=0)
 
 
+def test_building_the_backend_runs_one_blank_crop_to_warm_the_device(net, monkeypatch):
+    seen = []
+    real = TorchCudaBackend._forward
+    monkeypatch.setattr(TorchCudaBackend, "_forward", lambda self, x: seen.append(x.clone()) or real(self, x))
+    backend = TorchCudaBackend(net, device="cpu")
+    assert len(seen) == 1 and seen[0].shape == (1, backend.crop_size, backend.crop_size, 3)
+    assert seen[0].dtype == torch.uint8 and not seen[0].any()
+
+
 def test_the_shared_module_is_left_on_the_cpu_untouched(net):
     before = {k: (v.device, v.is_contiguous()) for k, v in net.torch_module().state_dict().items()}
     TorchCudaBackend(net, device="cpu", channels_last=True)
