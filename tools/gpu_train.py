@@ -9,9 +9,10 @@ The device tool takes at most 64 MiB a call, and the training data are ~120 MB e
 working tree; each call stashes its folder in /tmp (which lives while the machine stays warm) and the last
 one also runs the sweep. The sweep runs `engines.training.train --device cuda` once per row of SWEEP, in
 parallel processes (a row may wait for another's final.pt, as a student waits for its teacher), stops
-what is still running at the budget (the checkpoint of the last whole epoch stays: `train --resume`
-continues it anywhere), and returns one tar per run (metrics.csv, log, final.pt or last.pt) and
-sweep.json. Packs are arrays made from the datasets: they live in git-ignored folders, never committed.
+what is still running at the budget (the checkpoint of the last whole epoch stays: `sweep` again, or
+`train --resume` anywhere, continues it), and returns one tar per run (metrics.csv, log, final.pt or
+last.pt) and sweep.json. Packs are arrays made from the datasets: they live in git-ignored folders,
+never committed.
 """
 
 from __future__ import annotations
@@ -115,10 +116,12 @@ def stash(folder: Path, dest: Path = STASH) -> list[str]:
 
 
 def command(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str]) -> list[str]:
-    """The train command line of one run (`{name}` in an option is that run's folder)."""
+    """The train command line of one run (`{name}` in an option is that run's folder); `--resume` when an
+    earlier sweep left the run's last.pt (cut at its budget)."""
     opts = [o.format(**{r.name: str(runs_dir / r.name) for r in SWEEP}) for o in run.options]
-    return [sys.executable, "-m", "engines.training.train", "--packs", str(packs), "--out",
-            str(runs_dir / run.name), "--device", device, "--threads", "2", *opts, *extra]  # fmt: skip
+    again = ["--resume"] if (runs_dir / run.name / "last.pt").is_file() else []
+    out = ["--packs", str(packs), "--out", str(runs_dir / run.name), "--device", device, "--threads", "2"]
+    return [sys.executable, "-m", "engines.training.train", *out, *opts, *extra, *again]
 
 
 def _start(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str]) -> subprocess.Popen:
@@ -126,7 +129,7 @@ def _start(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str])
     (runs_dir / run.name).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     cmd = command(run, runs_dir, packs, device, extra)
-    with (runs_dir / run.name / "train.log").open("w") as log:
+    with (runs_dir / run.name / "train.log").open("a") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -134,10 +137,12 @@ def _start(run: Run, runs_dir: Path, packs: Path, device: str, extra: list[str])
 
 def sweep(runs_dir: Path, packs: Path, budget_s: float, device: str, extra: list[str], runs=SWEEP) -> dict:
     """Run `runs` (each as soon as the run it waits for has a final.pt) until done or the budget is
-    spent (then SIGINT: each keeps its last whole epoch); returns name -> {status, rc, seconds}."""
+    spent (then SIGINT: each keeps its last whole epoch); returns name -> {status, rc, seconds}. Calling
+    it again on the same `runs_dir` continues: finished runs stay, cut ones resume."""
     t0 = time.time()
     procs: dict[str, tuple[subprocess.Popen, float]] = {}
-    status: dict[str, dict] = {}
+    status = {r.name: {"status": "ok", "rc": 0, "seconds": 0.0, "earlier": True} for r in runs
+              if (runs_dir / r.name / "final.pt").is_file()}  # fmt: skip
     while len(status) < len(runs):
         for r in runs:
             ready = r.after is None or (runs_dir / r.after / "final.pt").is_file()

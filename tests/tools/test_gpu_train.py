@@ -71,9 +71,20 @@ def test_sweep_runs_the_student_after_its_teacher_and_cuts_at_the_budget(packs, 
     report = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert report["student"]["epochs_done"] == 1
 
+    again = gt.sweep(tmp_path / "runs", packs, 600, "cpu", extra, runs)  # finished runs are not run again
+    assert all(s["status"] == "ok" and s.get("earlier") for s in again.values())
+
     long = (gt.Run("long", (*tiny, "--epochs", "50")), gt.Run("after", tiny, after="long"))
     status = gt.sweep(tmp_path / "runs2", packs, 1, "cpu", [], long)
     assert status["long"]["status"] == "cut at the budget" and status["after"]["status"] == "not started"
+
+
+def test_a_run_cut_earlier_resumes(tmp_path):
+    run = gt.Run("r", ("--epochs", "8"))
+    assert "--resume" not in gt.command(run, tmp_path, tmp_path / "packs", "cuda", [])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.pt").write_bytes(b"checkpoint")
+    assert gt.command(run, tmp_path, tmp_path / "packs", "cuda", [])[-1] == "--resume"
 
 
 def test_sweep_without_packs_is_one_line(tmp_path, capsys):
