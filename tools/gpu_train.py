@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from engines.errors import EmostreamError  # noqa: E402
 from tools.gpu_check import MIB, TRAVEL_LIMIT_MIB, Refused, ensure_ignored, tree_bytes  # noqa: E402
 
 WORK = REPO / ".gputrain"
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return _dispatch(args)
-    except Refused as e:
+    except (Refused, EmostreamError) as e:
         print(f"gpu_train: {e}", file=sys.stderr)
         return 2
 
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "prepare":
         calls = prepare(args.data)
+        total = sum(f.stat().st_size for c in calls for f in c.iterdir() if f.name != "manifest.json")
+        print(f"gpu_train: packs {total / MIB:.1f} MiB in {len(calls)} call folders")
         for i, c in enumerate(calls):
             tail = " && python3 tools/gpu_train.py sweep" if i == len(calls) - 1 else ""
             rel = c.relative_to(REPO)
@@ -235,6 +238,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         missing = stash(args.folder)
         print(f"gpu_train: stashed {args.folder} in {STASH}; still missing: {', '.join(missing) or 'none'}")
         return 0
+    unknown = sorted(set(args.only or ()) - {r.name for r in SWEEP})
+    if unknown:
+        raise Refused(
+            f"--only {' '.join(unknown)}: no such row; the rows: {', '.join(r.name for r in SWEEP)}"
+        )
     runs = [r for r in SWEEP if not args.only or r.name in args.only]
     manifest = args.packs / "manifest.json"
     if not manifest.is_file():

@@ -18,6 +18,17 @@ from engines.errors import EmostreamError
 from engines.nets.mtl import MTLNet
 from engines.training.losses import WEIGHTS
 
+BAD_CHECKPOINT = (
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    RuntimeError,
+    AttributeError,
+    pickle.UnpicklingError,
+)
+"""What torch.load and the state-dict load raise on a file that is not a trainer's checkpoint."""
+
 
 def distill_loss(
     out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], n_fer: int, temp: float = 2.0
@@ -47,7 +58,7 @@ def load_teacher(path: Path, device: str | torch.device = "cpu") -> MTLNet:
         cfg = ck["config"]
         net = MTLNet(tuple(cfg["widths"]), tuple(cfg["depths"]), cfg["embed_dim"])
         net.load_state_dict(state)
-    except (OSError, KeyError, RuntimeError, AttributeError, pickle.UnpicklingError) as e:
+    except BAD_CHECKPOINT as e:
         raise EmostreamError(f"--teacher {path}: not a checkpoint written by train ({e})") from None
     net.requires_grad_(False)
     return net.eval().to(device)

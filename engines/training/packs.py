@@ -101,7 +101,15 @@ def read_packs(folder: Path) -> TrainData:
         manifest = json.loads((Path(folder) / "manifest.json").read_text())
     except (OSError, ValueError) as e:
         raise EmostreamError(f"--packs {folder}: no readable manifest.json ({e})") from None
-    _checked(Path(folder), manifest)
+    try:
+        return _decoded(Path(folder), manifest)
+    except (KeyError, TypeError, ValueError) as e:  # a manifest or label file of another layout
+        raise EmostreamError(f"--packs {folder}: not packs written by write_packs ({e!r})") from None
+
+
+def _decoded(folder: Path, manifest: dict) -> TrainData:
+    """Check the files against `manifest`, then decode every set and the labels."""
+    _checked(folder, manifest)
     images: dict[str, list[np.ndarray]] = {name: [] for name in SETS}
     for f in sorted((f for f in manifest["files"] if f["set"] in SETS), key=lambda f: f["first"]):
         with np.load(Path(folder) / f["file"]) as z:

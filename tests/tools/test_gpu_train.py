@@ -91,3 +91,11 @@ def test_sweep_without_packs_is_one_line(tmp_path, capsys):
     assert gt.main(["sweep", "--packs", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gpu_train: no packs in") and "\n" not in err
+
+
+def test_an_unknown_sweep_row_is_one_line(packs, tmp_path, capsys):
+    argv = ["sweep", "--packs", str(packs), "--out", str(tmp_path / "o"), "--only", "r64", "nope"]
+    assert gt.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpu_train: --only nope: no such row; the rows: r64, ") and "\n" not in err
+    assert not (tmp_path / "o").exists()

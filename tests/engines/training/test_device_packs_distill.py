@@ -51,6 +51,11 @@ def test_damaged_or_missing_packs_are_one_line_errors(small_data, tmp_path):
         read_packs(folder)
     with pytest.raises(EmostreamError, match="no readable manifest"):
         read_packs(tmp_path / "nothing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text('{"files": [{"file": "x.npz"}]}')  # no sha256
+    (tmp_path / "other" / "x.npz").write_bytes(b"x")
+    with pytest.raises(EmostreamError, match="not packs written by write_packs"):
+        read_packs(tmp_path / "other")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +97,9 @@ def test_teacher_is_frozen_and_bad_teacher_file_is_one_line(tmp_path):
     loss, _ = Distiller(teacher, weight=2.0, temp=2.0).loss(student(x), x, n_fer=2)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")  # a torch file, but not a checkpoint
+    with pytest.raises(EmostreamError, match="not a checkpoint written by train"):
+        load_teacher(tmp_path / "tensor.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EmostreamError, match=r"--teacher .*junk\.pt: not a checkpoint"):
         load_teacher(tmp_path / "junk.pt")
